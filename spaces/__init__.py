@@ -1,0 +1,33 @@
+"""Search spaces: layers, level schemes, budgets, profiles. Pure numpy, no torch.
+
+Example:
+    >>> import numpy as np
+    >>> from spaces import LayerInfo, Space, SparsityScheme
+    >>> layers = [LayerInfo(f"block.{i}.fc", (128, 128), 128 * 128, block=i) for i in range(6)]
+    >>> space = Space(layers, SparsityScheme(target=0.6), model="demo")
+    >>> profile = space.sample(np.random.default_rng(0))
+    >>> space.is_feasible(profile), round(space.average(profile), 3)
+    (True, 0.6)
+"""
+
+from ._fidelity import Fidelity
+from ._layers import GRANULARITIES, LayerInfo, Unit, make_units
+from ._profile import Profile
+from ._schemes import SCHEMES, BitwidthScheme, DropScheme, LevelScheme, SparsityScheme, scheme_from_dict
+from ._space import Space
+
+__all__ = [
+    "GRANULARITIES",
+    "SCHEMES",
+    "BitwidthScheme",
+    "DropScheme",
+    "Fidelity",
+    "LayerInfo",
+    "LevelScheme",
+    "Profile",
+    "Space",
+    "SparsityScheme",
+    "Unit",
+    "make_units",
+    "scheme_from_dict",
+]

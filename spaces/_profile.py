@@ -1,0 +1,120 @@
+"""`Profile`: one level per unit, immutable, with a versioned JSON form."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+FORMAT = "pressroom.profile"
+VERSION = 1
+
+
+class Profile(Mapping[str, int]):
+    """An immutable mapping unit name -> level, tagged with the space it belongs to.
+
+    Args:
+        levels: unit name -> integer level.
+        scheme: the resolved scheme's `to_dict()` (name, target and parameters).
+        model: the fingerprint of the model the profile was made for.
+        granularity: ``"layer"`` or ``"block"``.
+
+    Example:
+        >>> p = Profile({"fc1": 1, "fc2": -1}, scheme={"name": "sparsity", "target": 0.5}, model="m")
+        >>> Profile.from_json(p.to_json()) == p
+        True
+    """
+
+    __slots__ = ("_hash", "_levels", "granularity", "model", "scheme")
+
+    def __init__(
+        self,
+        levels: Mapping[str, int],
+        *,
+        scheme: Mapping[str, Any],
+        model: str,
+        granularity: str = "layer",
+    ) -> None:
+        for name, level in levels.items():
+            if isinstance(level, bool) or not isinstance(level, int | np.integer):
+                raise TypeError(f"profile level of {name!r} must be an integer, got {level!r}")
+        self._levels: Mapping[str, int] = MappingProxyType({str(k): int(v) for k, v in levels.items()})
+        self.scheme: Mapping[str, Any] = MappingProxyType(dict(scheme))
+        self.model = model
+        self.granularity = granularity
+        self._hash = hash(tuple(sorted(self._levels.items())))
+
+    def __getitem__(self, name: str) -> int:
+        return self._levels[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._levels)
+
+    def __len__(self) -> int:
+        return len(self._levels)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Profile):
+            return (
+                dict(self._levels) == dict(other._levels)
+                and dict(self.scheme) == dict(other.scheme)
+                and self.model == other.model
+                and self.granularity == other.granularity
+            )
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}: {v}" for k, v in list(self._levels.items())[:4])
+        more = f", ... ({len(self)} units)" if len(self) > 4 else ""
+        return f"Profile({self.scheme.get('name')}@{self.scheme.get('target')}, {{{shown}{more}}})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "model": self.model,
+            "scheme": dict(self.scheme),
+            "granularity": self.granularity,
+            "levels": dict(self._levels),
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Profile:
+        """Read the form `to_dict` writes.
+
+        Raises:
+            ValueError: not a pressroom profile, an unsupported version, or a missing field.
+        """
+        if data.get("format") != FORMAT:
+            raise ValueError(f"not a pressroom profile: format is {data.get('format')!r}, expected {FORMAT!r}")
+        version = data.get("version")
+        if version != VERSION:
+            raise ValueError(f"profile version {version!r} is not supported; this pressroom reads version {VERSION}")
+        missing = [key for key in ("model", "scheme", "levels") if key not in data]
+        if missing:
+            raise ValueError(f"profile is missing {missing}")
+        return cls(
+            data["levels"],
+            scheme=data["scheme"],
+            model=str(data["model"]),
+            granularity=str(data.get("granularity", "layer")),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Profile:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"profile is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError("profile JSON must be an object")
+        return cls.from_dict(data)
