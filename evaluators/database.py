@@ -1,0 +1,259 @@
+"""The compression database: every layer's compressed weights (or ranking), on disk.
+
+One folder per (model, scheme settings, compressor, calibration) combination, named by a hash
+of them, holding one safetensors file per layer and `manifest.json` with the fingerprints and
+each file's SHA-256. Nested-mask compressors (magnitude, Wanda) store one ranking per layer that
+serves every level; SparseGPT and GPTQ store one weight per setting; RTN needs no statistics;
+drop stores nothing. A build writes each file under a temporary name, renames it, and then
+rewrites the manifest, so a killed build resumes with the layers it finished; a file whose hash
+does not match is rebuilt, never used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from spaces import LayerInfo
+
+from . import compressors
+from .data import Batch
+from .inventory import weight_view
+from .stats import LayerStats, collect_stats
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "pressroom.db"
+VERSION = 1
+NESTED = ("magnitude", "wanda")
+NEEDS_HESSIAN = ("sparsegpt", "gptq")
+Progress = Callable[[int, int, str], None]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """An exclusive lock on the folder, so two workers on one machine never build it together."""
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / ".lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class CompressionDatabase:
+    """Read access to a built database; build one with `CompressionDatabase.build`.
+
+    Attributes:
+        root: the folder.
+        compressor: the compressor's name.
+        manifest: the parsed manifest.
+    """
+
+    def __init__(self, root: Path, manifest: dict[str, Any]) -> None:
+        self.root = root
+        self.manifest = manifest
+        self.compressor: str = manifest["compressor"]
+        self._rankings: dict[str, torch.Tensor] = {}
+
+    @staticmethod
+    def header(
+        *,
+        model: str,
+        compressor: str,
+        choices: Mapping[str, Sequence[int]],
+        calibration: str,
+        params: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """What identifies a database: everything that changes its content."""
+        settings = hashlib.sha256(json.dumps(dict(choices), sort_keys=True).encode()).hexdigest()[:16]
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "model": model,
+            "compressor": compressor,
+            "settings": settings,
+            "calibration": calibration if compressor not in ("rtn", "magnitude", "drop") else "none",
+            "params": dict(params),
+        }
+
+    @classmethod
+    def build(
+        cls,
+        cache_dir: Path,
+        header: dict[str, Any],
+        layers: Sequence[LayerInfo],
+        modules: Mapping[str, torch.nn.Module],
+        choices: Mapping[str, Sequence[int]],
+        *,
+        model: torch.nn.Module,
+        batch: Callable[[], Batch],
+        progress: Progress | None = None,
+    ) -> CompressionDatabase:
+        """Open the database for `header`, building or repairing whatever is missing or corrupt.
+
+        Args:
+            cache_dir: the folder that holds databases.
+            header: from `header()`.
+            layers: the inventory's layers.
+            modules: module name -> module (their weights must be dense).
+            choices: per layer, every setting to store (`Space.layer_choices()`).
+            model: the dense model (to gather input statistics).
+            batch: returns the statistics tokens (called only if some layer needs building).
+            progress: called with (done, total, layer name) after each layer.
+        """
+        key = hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest()[:20]
+        root = Path(cache_dir).expanduser() / "db" / key
+        with _locked(root):
+            manifest = cls._load_manifest(root, header)
+            todo = [layer for layer in layers if not cls._verified(root, manifest, layer.name)]
+            if todo:
+                logger.info(
+                    "building the %s database in %s: %d of %d layers to do",
+                    header["compressor"], root, len(todo), len(layers),
+                )  # fmt: skip
+                cls._build_layers(root, manifest, todo, modules, choices, model, batch, progress, len(layers))
+        return cls(root, manifest)
+
+    @staticmethod
+    def _load_manifest(root: Path, header: dict[str, Any]) -> dict[str, Any]:
+        path = root / "manifest.json"
+        if path.exists():
+            try:
+                manifest = json.loads(path.read_text())
+            except (OSError, ValueError):
+                logger.warning("the manifest %s is unreadable: rebuilding the database", path)
+            else:
+                if {k: manifest.get(k) for k in header} == header:
+                    return dict(manifest)
+                logger.warning("the manifest %s belongs to another database: rebuilding it", path)
+        return {**header, "layers": {}}
+
+    @staticmethod
+    def _verified(root: Path, manifest: dict[str, Any], name: str) -> bool:
+        entry = manifest["layers"].get(name)
+        if entry is None:
+            return False
+        if entry["file"] is None:
+            return True
+        path = root / entry["file"]
+        if not path.exists() or path.stat().st_size != entry["bytes"] or _sha256(path) != entry["sha256"]:
+            logger.warning("database file %s is missing or corrupt: rebuilding it", path)
+            del manifest["layers"][name]
+            return False
+        return True
+
+    @classmethod
+    def _build_layers(
+        cls,
+        root: Path,
+        manifest: dict[str, Any],
+        todo: Sequence[LayerInfo],
+        modules: Mapping[str, torch.nn.Module],
+        choices: Mapping[str, Sequence[int]],
+        model: torch.nn.Module,
+        batch: Callable[[], Batch],
+        progress: Progress | None,
+        total: int,
+    ) -> None:
+        compressor = manifest["compressor"]
+        done = total - len(todo)
+        if compressor in ("wanda", *NEEDS_HESSIAN):
+            groups = collect_stats(model, dict(modules), todo, batch(), hessian=compressor in NEEDS_HESSIAN)
+        else:  # magnitude, RTN and drop need no statistics
+            groups = iter([dict.fromkeys((layer.name for layer in todo), None)])
+        for group in groups:
+            for name, stats in group.items():
+                tensors = cls._compress(compressor, modules[name], choices[name], stats, manifest["params"])
+                entry: dict[str, Any] = {"file": None}
+                if tensors:
+                    file = f"{name}.safetensors"
+                    tmp = root / f".{file}.{os.getpid()}.tmp"
+                    save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+                    os.replace(tmp, root / file)
+                    entry = {"file": file, "bytes": (root / file).stat().st_size, "sha256": _sha256(root / file)}
+                manifest["layers"][name] = entry
+                _write_json(root / "manifest.json", manifest)
+                done += 1
+                if progress:
+                    progress(done, total, name)
+
+    @staticmethod
+    def _compress(
+        compressor: str,
+        module: torch.nn.Module,
+        settings: Sequence[int],
+        stats: LayerStats | None,
+        params: Mapping[str, Any],
+    ) -> dict[str, torch.Tensor]:
+        weight = weight_view(module)  # (out, in)
+        if compressor == "drop":
+            return {}
+        if compressor in NESTED:
+            if compressor == "wanda":
+                assert stats is not None
+                ranking = compressors.wanda_ranking(weight, stats.sq_norms)
+            else:
+                ranking = compressors.magnitude_ranking(weight)
+            return {"ranking": ranking[: max(settings)].to(torch.int32)}
+        if compressor == "sparsegpt":
+            assert stats is not None and stats.hessian is not None
+            pruned = compressors.sparsegpt_prune(weight, stats.hessian, list(settings))
+            return {f"s{s}": w for s, w in zip(settings, pruned, strict=True)}
+        group = int(params.get("group_size", 128))
+        if compressor == "rtn":
+            return {f"s{b}": compressors.rtn_quantize(weight, b, group_size=group) for b in settings if b < 16}
+        assert stats is not None and stats.hessian is not None
+        quantized = compressors.gptq_quantize(weight, stats.hessian, [b for b in settings if b < 16], group_size=group)
+        return {f"s{b}": w for b, w in zip([b for b in settings if b < 16], quantized, strict=True)}
+
+    # --- reading --------------------------------------------------------------------------------
+
+    @property
+    def nested(self) -> bool:
+        return self.compressor in NESTED
+
+    def ranking(self, name: str) -> torch.Tensor:
+        """The layer's pruning order (first = pruned first), cut after the largest stored count."""
+        if name not in self._rankings:
+            self._rankings[name] = self._read(name, "ranking").long()
+        return self._rankings[name]
+
+    def weight(self, name: str, setting: int) -> torch.Tensor:
+        """The stored compressed weight of a layer at a setting, shape (out, in)."""
+        return self._read(name, f"s{setting}")
+
+    def _read(self, name: str, key: str) -> torch.Tensor:
+        entry = self.manifest["layers"].get(name)
+        if entry is None or entry["file"] is None:
+            raise KeyError(f"the {self.compressor} database in {self.root} stores nothing for layer {name!r}")
+        with safe_open(str(self.root / entry["file"]), framework="pt") as handle:
+            if key not in handle.keys():  # noqa: SIM118 - safe_open has no __contains__
+                raise KeyError(f"the {self.compressor} database has no {key!r} for layer {name!r}")
+            return handle.get_tensor(key)

@@ -1,0 +1,323 @@
+"""`Evaluator`: a model, its compression database, its data and its dense teacher, on one device.
+
+`evaluate(profile, fidelity)` switches only the layers whose setting differs from the profile the
+model holds, forwards exactly `fidelity.tokens` tokens, and compares the outputs with the dense
+model's on the same tokens.
+
+Example:
+    >>> from evaluators import Evaluator, EvaluatorSpec
+    >>> ev = Evaluator(EvaluatorSpec.model_validate({"model": {"name": "pressroom:tiny-llama"}}))  # doctest: +SKIP
+    >>> ev.evaluate(ev.space.uniform(), Fidelity(512, batch=(0, 0))).fitness  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from spaces import Fidelity, Profile
+
+from . import fitness as fit
+from .config import EvaluatorSpec
+from .data import Batch, TokenData
+from .database import CompressionDatabase, Progress
+from .inventory import build_space, take_inventory, weight_view
+from .models import LoadedModel, load_model
+from .stats import collect_stats, owl_outlier_ratios
+from .teacher import TeacherCache
+
+logger = logging.getLogger(__name__)
+
+#: Activation memory one forward chunk of a causal LM may use for its logits.
+LOGITS_BUDGET_BYTES = 256 << 20
+DENSE_BITS = 16
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """One evaluation.
+
+    Attributes:
+        fitness: the mean distortion per token (KL) or per sequence (embeddings); lower is better.
+        tokens: tokens forwarded.
+        seconds: wall time, switching and teacher included.
+        switched: layers whose weights were rewritten.
+        perplexity: held-out perplexity of a causal LM, when asked for.
+    """
+
+    fitness: float
+    tokens: int
+    seconds: float
+    switched: int
+    perplexity: float | None = None
+
+
+class Evaluator:
+    """Holds one model replica and measures profiles on it.
+
+    Args:
+        spec: model, task, compression, data, seed and cache folder.
+        device: where the model runs.
+        progress: called as the compression database is built (done, total, layer).
+        loaded: an already loaded model (tests reuse one); it is modified in place.
+
+    Raises:
+        ValueError: a spec the model or data cannot satisfy, with the reason.
+    """
+
+    def __init__(
+        self,
+        spec: EvaluatorSpec,
+        *,
+        device: str | torch.device = "cpu",
+        progress: Progress | None = None,
+        loaded: LoadedModel | None = None,
+    ) -> None:
+        self.spec = spec
+        self.device = torch.device(device)
+        self.loaded = loaded or load_model(spec.model, spec.task, self.device)
+        self.model = self.loaded.model
+        self.task = self.loaded.task
+        self.metric = spec.data.metric
+        if self.metric == "auto":
+            self.metric = "kl" if self.task == "causal-lm" else "cosine"
+        if (self.metric == "kl") != (self.task == "causal-lm"):
+            raise ValueError(f"data.metric {self.metric!r} does not fit a {self.task} model")
+        self.inventory = take_inventory(self.model, spec.compression)
+        self.space = build_space(self.inventory, spec.compression, self.loaded.fingerprint)
+        self.cache_dir = Path(spec.cache_dir).expanduser()
+        self.data = TokenData(spec.data, self.loaded.tokenizer, self.task, spec.seed, self.cache_dir)
+        self._modules = self.inventory.modules
+        self._dense = {name: m.weight.detach().clone() for name, m in self._modules.items()}
+        self._dense_bias = {
+            name: m.bias.detach().clone() for name, m in self._modules.items() if getattr(m, "bias", None) is not None
+        }
+        self.teacher_model = self._share_dense()
+        self._current: dict[str, int | None] = dict.fromkeys(self._modules)
+        self._orders: dict[str, torch.Tensor] = {}
+        self._zero = torch.zeros((), dtype=next(self.model.parameters()).dtype, device=self.device)
+        self._teacher: TeacherCache[list[Any]] = TeacherCache(
+            spec.data.teacher_cache_mb << 20, lambda parts: sum(_nbytes(p) for p in parts)
+        )
+        self.db = self._open_database(progress)
+
+    # --- setup ----------------------------------------------------------------------------------
+
+    def _share_dense(self) -> nn.Module:
+        """A teacher that shares every tensor with the model except the compressible layers'
+        weights and biases, which point at the dense copies: no extra memory, no switching."""
+        memo: dict[int, Any] = {id(t): t for t in itertools.chain(self.model.parameters(), self.model.buffers())}
+        teacher = copy.deepcopy(self.model, memo)
+        for name in self._modules:
+            module = teacher.get_submodule(name)
+            module.weight = nn.Parameter(self._dense[name], requires_grad=False)
+            if name in self._dense_bias:
+                module.bias = nn.Parameter(self._dense_bias[name], requires_grad=False)
+        return teacher.eval()
+
+    def _open_database(self, progress: Progress | None) -> CompressionDatabase:
+        compression = self.spec.compression
+        choices = self.space.layer_choices()
+        header = CompressionDatabase.header(
+            model=self.loaded.fingerprint,
+            compressor=str(compression.compressor),
+            choices=choices,
+            calibration=f"{self.data.fingerprint}:{self.spec.data.stats_tokens}",
+            params={"group_size": compression.levels.group_size} if compression.scheme == "bitwidth" else {},
+        )
+        return CompressionDatabase.build(
+            self.cache_dir,
+            header,
+            self.inventory.layers,
+            self._modules,
+            choices,
+            model=self.model,
+            batch=lambda: self.data.first(self.spec.data.stats_tokens),
+            progress=progress,
+        )
+
+    # --- switching ------------------------------------------------------------------------------
+
+    def apply(self, profile: Profile | Mapping[str, int] | None) -> int:
+        """Make the model hold `profile` (None = dense); returns how many layers changed."""
+        settings: Mapping[str, int | None] = (
+            dict.fromkeys(self._modules) if profile is None else self.space.layer_settings(profile)
+        )
+        switched = 0
+        for name, setting in settings.items():
+            if self._current[name] != setting:
+                self._set_layer(name, setting)
+                self._current[name] = setting
+                switched += 1
+        return switched
+
+    def _set_layer(self, name: str, setting: int | None) -> None:
+        module = self._modules[name]
+        scheme = self.spec.compression.scheme
+        weight = module.weight.data
+        with torch.no_grad():
+            if name in self._dense_bias:
+                module.bias.data.copy_(self._dense_bias[name])
+            if (
+                setting is None
+                or (scheme == "bitwidth" and setting >= DENSE_BITS)
+                or (scheme == "drop" and not setting)
+            ):
+                weight.copy_(self._dense[name])
+            elif scheme == "drop":  # the sub-block's output becomes zero: only the residual passes
+                weight.zero_()
+                if name in self._dense_bias:
+                    module.bias.data.zero_()
+            elif self.db.nested:  # a comparison, not a scatter: streams through memory once
+                torch.where(self._order(name) < setting, self._zero, self._dense[name], out=weight)
+            else:
+                weight_view(module).copy_(self.db.weight(name, setting))
+
+    def _order(self, name: str) -> torch.Tensor:
+        """Each weight's position in the layer's pruning order, in the weight's own layout."""
+        if name not in self._orders:
+            module = self._modules[name]
+            ranking = self.db.ranking(name)
+            order = torch.full((module.weight.numel(),), module.weight.numel(), dtype=torch.int32)
+            order[ranking] = torch.arange(ranking.numel(), dtype=torch.int32)
+            view = order.view(weight_view(module).shape)  # (out, in), the ranking's layout
+            self._orders[name] = (view.t() if type(module).__name__ == "Conv1D" else view).contiguous().to(self.device)
+        return self._orders[name]
+
+    def settings(self) -> dict[str, int | None]:
+        """The per-layer settings the model holds now (None = dense)."""
+        return dict(self._current)
+
+    # --- measuring ------------------------------------------------------------------------------
+
+    def _rows(self) -> int:
+        if self.task == "encoder":
+            return 64
+        vocab = int(self.model.get_output_embeddings().weight.shape[0])
+        return max(1, LOGITS_BUDGET_BYTES // (self.data.seq_len * vocab * 4))
+
+    def _outputs(self, model: nn.Module, chunk: Batch) -> torch.Tensor:
+        out = model(input_ids=chunk.input_ids, attention_mask=chunk.attention_mask)
+        if self.task == "causal-lm":
+            return out.logits  # (B, S, V)
+        return fit.mean_pool(out.last_hidden_state, chunk.attention_mask)  # (B, H)
+
+    def _teacher_parts(self, batch: Batch, key: tuple[Any, ...]) -> list[Any]:
+        def compute() -> list[Any]:
+            parts: list[Any] = []
+            for chunk in batch.chunks(self._rows()):
+                chunk = chunk.to(self.device)
+                outputs = self._outputs(self.teacher_model, chunk)
+                if self.task == "causal-lm":
+                    keep = chunk.attention_mask.reshape(-1).bool()
+                    parts.append(
+                        fit.teacher_topk(outputs.reshape(-1, outputs.shape[-1])[keep], self.spec.data.teacher_topk)
+                    )
+                else:
+                    parts.append(outputs)
+            return parts
+
+        return self._teacher.get(key, compute)
+
+    @torch.no_grad()
+    def measure(self, fidelity: Fidelity, *, perplexity: bool = False) -> EvalResult:
+        """The fitness of whatever the model holds now, on `fidelity`'s tokens."""
+        start = time.perf_counter()
+        batch = self.data.batch(fidelity)
+        teacher = self._teacher_parts(batch, (fidelity.split, fidelity.batch, fidelity.tokens))
+        total, count, nll, targets = 0.0, 0, 0.0, 0
+        for chunk, reference in zip(batch.chunks(self._rows()), teacher, strict=True):
+            chunk = chunk.to(self.device)
+            outputs = self._outputs(self.model, chunk)
+            if self.task == "causal-lm":
+                keep = chunk.attention_mask.reshape(-1).bool()
+                total += fit.kl_sum(reference, outputs.reshape(-1, outputs.shape[-1])[keep])
+                count += int(keep.sum())
+                if perplexity:
+                    s, n = fit.nll_sum(outputs, chunk.input_ids, chunk.attention_mask)
+                    nll, targets = nll + s, targets + n
+            else:
+                total += fit.distortion_sum(reference, outputs, self.metric)
+                count += outputs.shape[0]
+        ppl = float(torch.tensor(nll / max(targets, 1)).exp()) if perplexity and targets else None
+        return EvalResult(total / count, batch.tokens, time.perf_counter() - start, 0, ppl)
+
+    def evaluate(self, profile: Profile | Mapping[str, int] | None, fidelity: Fidelity) -> EvalResult:
+        """Switch to `profile` (None = dense) and measure it on `fidelity`'s tokens."""
+        start = time.perf_counter()
+        switched = self.apply(profile)
+        result = self.measure(fidelity, perplexity=fidelity.split == "heldout" and self.task == "causal-lm")
+        return EvalResult(result.fitness, result.tokens, time.perf_counter() - start, switched, result.perplexity)
+
+    def heldout(self, profile: Profile | Mapping[str, int] | None, tokens: int | None = None) -> EvalResult:
+        """The profile's fitness (and perplexity, for causal LMs) on the held-out split."""
+        return self.evaluate(profile, Fidelity(tokens or self.spec.data.heldout_tokens, (0,), "heldout"))
+
+    # --- statistics jobs ------------------------------------------------------------------------
+
+    def layer_errors(self) -> dict[str, dict[str, float]]:
+        """Per layer and setting: tr((W-Wc) H (W-Wc)^T) / tr(W H W^T), H from the statistics tokens.
+
+        The additive-error baseline sums these, assuming errors add up across layers.
+        """
+        saved = self.settings()
+        choices = self.space.layer_choices()
+        errors: dict[str, dict[str, float]] = {}
+        batch = self.data.first(self.spec.data.stats_tokens)
+        self.apply(None)
+        for group in collect_stats(self.model, self._modules, self.inventory.layers, batch, hessian=True):
+            for name, stats in group.items():
+                assert stats.hessian is not None
+                dense = weight_view(self._modules[name]).float().clone()
+                base = float(((dense @ stats.hessian) * dense).sum())
+                errors[name] = {}
+                for setting in choices[name]:
+                    self._set_layer(name, setting)
+                    diff = dense - weight_view(self._modules[name]).float()
+                    errors[name][str(setting)] = float(((diff @ stats.hessian) * diff).sum()) / max(base, 1e-30)
+                self._set_layer(name, None)
+        self._restore(saved)
+        return errors
+
+    def owl_ratios(self, m: float) -> dict[str, float]:
+        """OWL's per-block outlier ratios (keys are block indices as strings)."""
+        saved = self.settings()
+        self.apply(None)
+        batch = self.data.first(self.spec.data.stats_tokens)
+        stats: dict[str, Any] = {}
+        for group in collect_stats(self.model, self._modules, self.inventory.layers, batch, hessian=False):
+            stats.update(group)
+        self._restore(saved)
+        ratios = owl_outlier_ratios(self._modules, self.inventory.layers, stats, m)
+        return {str(block): ratio for block, ratio in ratios.items()}
+
+    def _restore(self, settings: Mapping[str, int | None]) -> None:
+        for name, setting in settings.items():
+            if self._current[name] != setting:
+                self._set_layer(name, setting)
+                self._current[name] = setting
+
+    def run_job(self, job: str, params: Mapping[str, Any], fidelity: Fidelity) -> dict[str, Any]:
+        """Run a statistics job a baseline asked for; returns JSON-able data."""
+        jobs: dict[str, Callable[[], dict[str, Any]]] = {
+            "layer_errors": lambda: {"errors": self.layer_errors()},
+            "owl_scores": lambda: {"ratios": self.owl_ratios(float(params.get("M", 5.0)))},
+        }
+        if job not in jobs:
+            raise ValueError(f"unknown job {job!r}; allowed: {sorted(jobs)}")
+        return jobs[job]()
+
+
+def _nbytes(part: Any) -> int:
+    if isinstance(part, fit.TopK):
+        return part.nbytes
+    return int(part.numel() * part.element_size())

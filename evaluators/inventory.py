@@ -1,0 +1,88 @@
+"""The layer inventory: compressible linear layers, keyed by module name, with their blocks."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from spaces import LayerInfo, Space
+
+from .config import CompressionSpec
+
+# A transformer block's index in its module name: model.layers.3., encoder.layer.3., h.3., ...
+_BLOCK = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)(?:\.|$)")
+
+
+def is_linear(module: nn.Module) -> bool:
+    """nn.Linear, or GPT-2's Conv1D (a linear layer that stores its weight transposed)."""
+    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+
+
+def weight_view(module: nn.Module) -> torch.Tensor:
+    """The weight as ``(out_features, in_features)``; a view, so writing into it updates the layer."""
+    weight = module.weight
+    assert isinstance(weight, torch.Tensor)
+    return weight.data.t() if type(module).__name__ == "Conv1D" else weight.data
+
+
+def _kind(name: str) -> str:
+    return "attn" if re.search(r"attn|attention", name) else "mlp"
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """The layers a search may compress, and the modules behind them."""
+
+    layers: tuple[LayerInfo, ...]
+    modules: dict[str, nn.Module]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+
+def take_inventory(model: nn.Module, spec: CompressionSpec) -> Inventory:
+    """Find the compressible layers of `model` under the spec's scheme and patterns.
+
+    Only linear layers inside numbered transformer blocks count (embeddings and heads are left
+    dense). For the drop scheme the units are sub-blocks, represented by their output projection
+    (the last linear layer of the block's attention or MLP): zeroing it leaves only the residual.
+
+    Raises:
+        ValueError: nothing matches the include/exclude patterns.
+    """
+    found: list[tuple[str, nn.Module, int]] = []
+    for name, module in model.named_modules():
+        match = _BLOCK.search(name)
+        if match and is_linear(module) and spec.selects(name):
+            found.append((name, module, int(match.group(1))))
+    if spec.scheme == "drop":
+        last: dict[tuple[int, str], tuple[str, nn.Module, int]] = {}
+        for entry in found:
+            last[(entry[2], _kind(entry[0]))] = entry
+        wanted = {"attn", "mlp"} if spec.drop_unit == "block" else {spec.drop_unit}
+        found = [entry for (_, kind), entry in last.items() if kind in wanted]
+    if not found:
+        raise ValueError(
+            f"no compressible layer matches include={list(spec.include)} exclude={list(spec.exclude)}; "
+            "patterns are fnmatch globs on module names such as 'model.layers.*.mlp.*'"
+        )
+    layers = []
+    for name, module, block in found:
+        shape = tuple(weight_view(module).shape)
+        layers.append(LayerInfo(name, shape, shape[0] * shape[1], block, _kind(name)))
+    return Inventory(tuple(layers), {name: module for name, module, _ in found})
+
+
+def build_space(inventory: Inventory, spec: CompressionSpec, model_fingerprint: str) -> Space:
+    """The search space of an inventory under the spec's scheme.
+
+    For drop, the unit follows `drop_unit`: a whole block (its attention and MLP together), or
+    each attention (or MLP) sub-block on its own.
+    """
+    granularity = spec.granularity
+    if spec.scheme == "drop":
+        granularity = "block" if spec.drop_unit == "block" else "layer"
+    return Space(inventory.layers, spec.level_scheme(), granularity=granularity, model=model_fingerprint)

