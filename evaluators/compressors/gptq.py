@@ -1,0 +1,131 @@
+"""GPTQ (Frantar et al., 2022): quantisation with second-order error compensation, no act-order.
+
+The same left-to-right column sweep as SparseGPT, rounding each column onto its group's grid
+instead of masking it. A group's grid is fitted when the sweep reaches the group's first
+column, from the weights as they are then, with every earlier column's error already applied.
+Every requested bitwidth is swept in the same pass, as a batch, against one factorisation.
+
+Example:
+    >>> import torch
+    >>> from evaluators.compressors import gptq_quantize
+    >>> generator = torch.Generator().manual_seed(0)
+    >>> weight = torch.randn(8, 32, generator=generator)  # (out, in)
+    >>> inputs = torch.randn(256, 32, generator=generator)  # (tokens, in)
+    >>> three, four = gptq_quantize(weight, inputs.T @ inputs, [3, 4], group_size=-1, blocksize=8)
+    >>> max(len(row.unique()) for row in three) <= 2**3
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ._checks import (
+    check_compute_dtype,
+    check_group_size,
+    check_hessian,
+    check_int,
+    check_int_list,
+    check_percdamp,
+    check_weight,
+)
+from ._hessian import dead_inputs, inverse_hessian_cholesky
+from .rtn import fake_quantize, fit_grid
+
+
+@torch.no_grad()
+def gptq_quantize(
+    weight: Tensor,
+    hessian: Tensor,
+    bits_list: Sequence[int],
+    *,
+    group_size: int = 128,
+    blocksize: int = 128,
+    percdamp: float = 0.01,
+    dtype: torch.dtype = torch.float32,
+) -> list[Tensor]:
+    """Quantise a linear layer's weight to several bitwidths with GPTQ.
+
+    The grid is RTN's asymmetric min-max grid per row and group of input columns. Weights of
+    dead inputs (zero diagonal: the input was 0 on every calibration token) are set to 0.
+
+    Args:
+        weight: (out, in) floating-point weight.
+        hessian: (in, in) X^T X summed over calibration tokens (any positive scale).
+        bits_list: bitwidth of each returned level, each in 1..16.
+        group_size: consecutive input columns sharing a grid in each row; -1 or >= in means one
+            grid per row. Groups need not align with blocks.
+        blocksize: columns per lazy-update block.
+        percdamp: dampening added to the diagonal, as a fraction of its mean.
+        dtype: compute dtype, torch.float32 or torch.float64.
+
+    Returns:
+        One (out, in) fake-quantised (quantised, then dequantised) weight per bitwidth, in
+        weight's dtype.
+
+    Raises:
+        ValueError: on a non-finite or non-2-D weight, a hessian of the wrong shape or with
+            non-finite entries, bits outside 1..16, a group_size that is neither -1 nor positive,
+            blocksize < 1, negative percdamp, an unsupported dtype, or a Hessian that is not
+            positive definite after dampening.
+    """
+    check_weight(weight)
+    rows, cols = weight.shape
+    check_hessian(hessian, cols)
+    bits = check_int_list("bits_list", bits_list, 1, 16)
+    group_size = check_group_size(group_size)
+    blocksize = check_int("blocksize", blocksize, 1)
+    percdamp = check_percdamp(percdamp)
+    check_compute_dtype(dtype)
+    if not bits:
+        return []
+    if weight.numel() == 0:
+        return [weight.detach().clone() for _ in bits]
+
+    device = weight.device
+    hessian = hessian.detach().to(device)
+    dead = dead_inputs(hessian)  # (in,)
+    U = inverse_hessian_cholesky(hessian, percdamp, dtype)  # (in, in)
+    levels = len(bits)
+    maxq = torch.tensor([2**b - 1 for b in bits], dtype=dtype, device=device).unsqueeze(1)  # (L, 1)
+    W = weight.detach().to(dtype).masked_fill(dead, 0).expand(levels, rows, cols).clone()  # (L, out, in)
+    group = cols if group_size == -1 else min(group_size, cols)
+    scale: Tensor | None = None
+    zero: Tensor | None = None
+
+    for i1 in range(0, cols, blocksize):
+        i2 = min(i1 + blocksize, cols)
+        W1 = W[:, :, i1:i2].clone()  # (L, out, B)
+        Q1 = torch.zeros_like(W1)
+        Err1 = torch.zeros_like(W1)
+        U1 = U[i1:i2, i1:i2]  # (B, B)
+
+        for i in range(i2 - i1):
+            column = i1 + i
+            if column % group == 0:
+                g2 = min(column + group, cols)
+                members = W1[:, :, i : g2 - i1]  # (L, out, <= group)
+                if g2 > i2:
+                    # Columns past this block have not yet received the lazy update from this
+                    # block's columns before `column`; fitting on stale values would not match
+                    # the weights the sweep will actually round.
+                    later = W[:, :, i2:g2] - Err1[:, :, :i] @ U[i1:column, i2:g2]
+                    members = torch.cat([members, later], dim=2)
+                scale, zero = fit_grid(members, maxq.unsqueeze(2))  # (L, out, 1) each
+            assert scale is not None and zero is not None  # column 0 always starts a group
+
+            w = W1[:, :, i]  # (L, out)
+            q = fake_quantize(w, scale[:, :, 0], zero[:, :, 0], maxq)
+            Q1[:, :, i] = q
+            err = (w - q) / U1[i, i]  # (L, out)
+            W1[:, :, i:] -= err.unsqueeze(2) * U1[i, i:]
+            Err1[:, :, i] = err
+
+        W[:, :, i1:i2] = Q1
+        W[:, :, i2:] -= Err1 @ U[i1:i2, i2:]
+
+    quantised = W.to(weight.dtype)
+    return [level.clone() for level in quantised]
