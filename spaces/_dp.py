@@ -59,11 +59,25 @@ class CostTables:
                 f"the budget needs a table of {cells:,} cells (over {MAX_TABLE_CELLS:,}): the units' "
                 "costs share too small a common divisor; use block granularity or fewer levels"
             )
+        if exact and reduced > 0 and not _reaches(tables, reduced):
+            reduced = -1  # within the range and the divisor, yet no combination of levels sums to it
         return cls(tables, reduced, exact)
 
     @property
     def feasible(self) -> bool:
         return self.budget >= 0
+
+
+def _reaches(tables: tuple[IntArray, ...], target: int) -> bool:
+    """Whether one level per unit can add up to exactly `target` (a boolean subset-sum DP)."""
+    reach = np.zeros(target + 1, dtype=bool)
+    reach[0] = True
+    for costs in tables:
+        nxt = np.zeros_like(reach)
+        for c in np.unique(costs[costs <= target]):
+            nxt[c:] |= reach[: target + 1 - c]
+        reach = nxt
+    return bool(reach[target])
 
 
 def _shifted(row: FloatArray, cost: int, fill: float) -> FloatArray:

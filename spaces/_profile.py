@@ -41,11 +41,30 @@ class Profile(Mapping[str, int]):
         for name, level in levels.items():
             if isinstance(level, bool) or not isinstance(level, int | np.integer):
                 raise TypeError(f"profile level of {name!r} must be an integer, got {level!r}")
-        self._levels: Mapping[str, int] = MappingProxyType({str(k): int(v) for k, v in levels.items()})
-        self.scheme: Mapping[str, Any] = MappingProxyType(dict(scheme))
-        self.model = model
-        self.granularity = granularity
-        self._hash = hash(tuple(sorted(self._levels.items())))
+        # Attributes are set once, here; __setattr__ refuses any later change.
+        frozen: dict[str, int] = {str(k): int(v) for k, v in levels.items()}
+        set_ = object.__setattr__
+        set_(self, "_levels", MappingProxyType(frozen))
+        set_(self, "scheme", MappingProxyType(dict(scheme)))
+        set_(self, "model", model)
+        set_(self, "granularity", granularity)
+        set_(self, "_hash", hash(tuple(sorted(frozen.items()))))
+
+    _levels: Mapping[str, int]
+    scheme: Mapping[str, Any]
+    model: str
+    granularity: str
+    _hash: int
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Profile is immutable; cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Profile is immutable; cannot delete {name!r}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Mapping proxies do not pickle; rebuild from the plain form (pickle, copy, Ray).
+        return (Profile.from_dict, (self.to_dict(),))
 
     def __getitem__(self, name: str) -> int:
         return self._levels[name]
@@ -92,7 +111,8 @@ class Profile(Mapping[str, int]):
         """Read the form `to_dict` writes.
 
         Raises:
-            ValueError: not a pressroom profile, an unsupported version, or a missing field.
+            ValueError: not a pressroom profile, an unsupported version, a missing field, or
+                levels or a scheme that are not objects of the right types.
         """
         if data.get("format") != FORMAT:
             raise ValueError(f"not a pressroom profile: format is {data.get('format')!r}, expected {FORMAT!r}")
@@ -102,12 +122,18 @@ class Profile(Mapping[str, int]):
         missing = [key for key in ("model", "scheme", "levels") if key not in data]
         if missing:
             raise ValueError(f"profile is missing {missing}")
-        return cls(
-            data["levels"],
-            scheme=data["scheme"],
-            model=str(data["model"]),
-            granularity=str(data.get("granularity", "layer")),
-        )
+        for key in ("levels", "scheme"):
+            if not isinstance(data[key], Mapping):
+                raise ValueError(f"profile {key} must be an object, got {data[key]!r}")
+        try:
+            return cls(
+                data["levels"],
+                scheme=data["scheme"],
+                model=str(data["model"]),
+                granularity=str(data.get("granularity", "layer")),
+            )
+        except TypeError as exc:  # a level that is not an integer
+            raise ValueError(str(exc)) from None
 
     @classmethod
     def from_json(cls, text: str) -> Profile:

@@ -8,6 +8,7 @@ integers so that budgets hold exactly, never up to float rounding.
 from __future__ import annotations
 
 import math
+import numbers
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar
@@ -63,6 +64,11 @@ class LevelScheme(ABC):
         return {"name": self.name, **{k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}}
 
 
+def _is_whole(value: object) -> bool:
+    """An integer (Python or numpy), but not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _check_fraction(key: str, value: float, low: float, high: float) -> None:
     if not (low <= value <= high) or math.isnan(value):
         raise ValueError(f"{key} must be in [{low}, {high}], got {value!r}")
@@ -102,10 +108,13 @@ class SparsityScheme(LevelScheme):
             )
         if self.max_sparsity >= 1.0:
             raise ValueError(f"max_sparsity must be below 1, got {self.max_sparsity}")
-        if self.max_levels < 0:
-            raise ValueError(f"max_levels must be >= 0, got {self.max_levels}")
-        if self.step is not None and self.step <= 0:
-            raise ValueError(f"sparsity step must be a positive number of weights, got {self.step}")
+        if not _is_whole(self.max_levels) or self.max_levels < 0:
+            raise ValueError(f"max_levels must be a whole number >= 0, got {self.max_levels!r}")
+        if self.step is not None and (not _is_whole(self.step) or self.step <= 0):
+            raise ValueError(f"sparsity step must be a positive whole number of weights, got {self.step!r}")
+        object.__setattr__(self, "max_levels", int(self.max_levels))  # numpy integers -> int (JSON)
+        if self.step is not None:
+            object.__setattr__(self, "step", int(self.step))
 
     def resolve(self, units: tuple[Unit, ...]) -> SparsityScheme:
         if self.step is not None:
@@ -122,14 +131,37 @@ class SparsityScheme(LevelScheme):
         return self.step
 
     def base(self, numel: int) -> int:
-        """Pruned weights at level 0."""
-        return round(self.target * numel)
+        """Pruned weights at level 0: `S*n` rounded, but never rounded out of [min, max] sparsity."""
+        pruned = round(self.target * numel)
+        if pruned / numel > self.max_sparsity:
+            pruned -= 1
+        elif pruned / numel < self.min_sparsity:
+            pruned += 1
+        return pruned
 
     def levels(self, unit: Unit) -> tuple[int, ...]:
         n, base, step = unit.numel, self.base(unit.numel), self._step
-        lo = max(-self.max_levels, math.ceil((self.min_sparsity * n - base) / step))
-        hi = min(self.max_levels, math.floor((self.max_sparsity * n - base) / step))
-        return tuple(range(min(lo, 0), max(hi, 0) + 1))
+        if not self.min_sparsity <= base / n <= self.max_sparsity:
+            raise ValueError(
+                f"unit {unit.name!r} has {n} weights: no whole number of them gives a sparsity in "
+                f"[{self.min_sparsity}, {self.max_sparsity}]; widen the range or use block granularity"
+            )
+
+        def fits(level: int) -> bool:
+            return self.min_sparsity <= (base + level * step) / n <= self.max_sparsity
+
+        # Closed-form bounds, then nudged so that float rounding neither admits nor drops a level.
+        lo = min(0, max(-self.max_levels, math.ceil((self.min_sparsity * n - base) / step)))
+        hi = max(0, min(self.max_levels, math.floor((self.max_sparsity * n - base) / step)))
+        while lo < 0 and not fits(lo):
+            lo += 1
+        while lo > -self.max_levels and fits(lo - 1):
+            lo -= 1
+        while hi > 0 and not fits(hi):
+            hi -= 1
+        while hi < self.max_levels and fits(hi + 1):
+            hi += 1
+        return tuple(range(lo, hi + 1))
 
     def cost(self, unit: Unit, level: int) -> int:
         return level
@@ -148,10 +180,11 @@ class SparsityScheme(LevelScheme):
         total = self.pruned(unit, level)
         if len(unit.layers) == 1:
             return {unit.layers[0].name: total}
-        # Largest remainder, so the layers' counts add up to the unit's exactly.
-        quotas = [total * layer.numel / unit.numel for layer in unit.layers]
-        counts = [math.floor(q) for q in quotas]
-        order = sorted(range(len(quotas)), key=lambda j: (counts[j] - quotas[j], j))
+        # Largest remainder, so the layers' counts add up to the unit's exactly; integer
+        # arithmetic, since float quotas of large layers can round past a whole number.
+        shares = [divmod(total * layer.numel, unit.numel) for layer in unit.layers]
+        counts = [quotient for quotient, _ in shares]
+        order = sorted(range(len(shares)), key=lambda j: (-shares[j][1], j))
         for j in order[: total - sum(counts)]:
             counts[j] += 1
         return {layer.name: c for layer, c in zip(unit.layers, counts, strict=True)}
@@ -180,11 +213,11 @@ class BitwidthScheme(LevelScheme):
     def __post_init__(self) -> None:
         if not self.choices:
             raise ValueError("bitwidth choices must not be empty")
-        if any(b < 1 or b > 16 for b in self.choices):
+        if any(not _is_whole(b) or b < 1 or b > 16 for b in self.choices):
             raise ValueError(f"bitwidth choices must be integers in [1, 16], got {list(self.choices)}")
         if len(set(self.choices)) != len(self.choices):
             raise ValueError(f"bitwidth choices must not repeat, got {list(self.choices)}")
-        object.__setattr__(self, "choices", tuple(sorted(self.choices)))
+        object.__setattr__(self, "choices", tuple(sorted(int(b) for b in self.choices)))
         if not min(self.choices) <= self.target <= max(self.choices):
             raise ValueError(
                 f"bitwidth target {self.target!r} must lie within the choices' range "

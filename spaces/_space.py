@@ -105,14 +105,15 @@ class Space:
         if isinstance(profile, Profile):
             if profile.model != self.model:
                 raise ValueError(f"the profile was made for model {profile.model!r}, but this model is {self.model!r}")
+            # Granularity first: it changes the units, and with them a resolved sparsity step.
+            if profile.granularity != self.granularity:
+                raise ValueError(
+                    f"the profile has {profile.granularity!r} granularity, but this space has {self.granularity!r}"
+                )
             if dict(profile.scheme) != self._scheme_dict:
                 raise ValueError(
                     f"the profile uses scheme {_describe(profile.scheme)}, but this search uses "
                     f"{_describe(self._scheme_dict)}"
-                )
-            if profile.granularity != self.granularity:
-                raise ValueError(
-                    f"the profile has {profile.granularity!r} granularity, but this space has {self.granularity!r}"
                 )
         unknown = sorted(set(profile) - set(self.index))
         missing = [name for name in self.names if name not in profile]
@@ -129,6 +130,8 @@ class Space:
     def cost(self, profile: Mapping[str, int] | LevelArray) -> int:
         """The profile's total cost in the scheme's integer units."""
         levels = profile if isinstance(profile, np.ndarray) else self.to_array(profile)
+        if len(levels) != len(self.units):
+            raise ValueError(f"expected {len(self.units)} levels, got {len(levels)}")
         return sum(self.costs[i][self._position[i][int(v)]] for i, v in enumerate(levels))
 
     def is_feasible(self, profile: Mapping[str, int] | LevelArray) -> bool:
