@@ -44,3 +44,20 @@ def make_evaluator(cache_dir: Path) -> Any:
         return built[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Any:
+    """One real local Ray for the whole session (starting one takes seconds).
+
+    Token authentication stays as Ray sets it up. Reuses a Ray the session already started and
+    then leaves it running.
+    """
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray
+    if started:
+        ray.shutdown()

@@ -1,0 +1,30 @@
+"""Ray workers: the actor that holds an `Evaluator`, its placement, and the pool that feeds it.
+
+`EvaluatorRunner` executes task payloads in-process (what unit tests use); `EvaluatorActor` is
+the thin Ray actor around it; `WorkerPool` sends keyed tasks to any actors and reports how each
+ended, routing work to the actor that holds the nearest profile.
+
+Example:
+    >>> import ray  # doctest: +SKIP
+    >>> from workers import WorkerPool, make_actors, switch_distance, task_payload
+    >>> pool = WorkerPool(make_actors(spec, 2, num_cpus=1.0), distance=switch_distance)  # doctest: +SKIP
+"""
+
+from .actor import EvaluatorActor, actor_options, gpus_per_actor, make_actors, resolve_device, threads_for
+from .pool import Outcome, WorkerPool
+from .runner import JOBS, EvaluatorRunner, switch_distance, task_payload
+
+__all__ = [
+    "JOBS",
+    "EvaluatorActor",
+    "EvaluatorRunner",
+    "Outcome",
+    "WorkerPool",
+    "actor_options",
+    "gpus_per_actor",
+    "make_actors",
+    "resolve_device",
+    "switch_distance",
+    "task_payload",
+    "threads_for",
+]

@@ -1,0 +1,109 @@
+"""`EvaluatorRunner` without Ray: payloads in, JSON-able results out, same numbers as `Evaluator`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from spaces import Fidelity
+from workers import EvaluatorRunner, switch_distance, task_payload
+
+TINY = {"model": {"name": "pressroom:tiny-llama"}, "compression": {"target": 0.5, "compressor": "magnitude"}}
+
+
+@pytest.fixture(scope="module")
+def evaluator(make_evaluator):
+    return make_evaluator(**TINY)
+
+
+@pytest.fixture(scope="module")
+def runner(evaluator):
+    return EvaluatorRunner(evaluator.spec)
+
+
+def test_evaluate_matches_the_evaluator(evaluator, runner):
+    rng = np.random.default_rng(5)
+    for batch in [(0, 0), (1, 2)]:
+        profile = evaluator.space.sample(rng)
+        fidelity = Fidelity(512, batch)
+        levels = evaluator.space.to_array(profile)
+        result = runner.run(task_payload("evaluate", levels, fidelity))
+        expected = evaluator.evaluate(profile, fidelity)
+        assert json.loads(json.dumps(result)) == result  # JSON-able as it is
+        assert result["fitness"] == expected.fitness
+        assert result["tokens"] == 512 and result["data"] == {} and result["perplexity"] is None
+        assert result["switched"] > 0 and result["seconds"] > 0
+        host, pid = result["worker"].split(":")
+        assert host and int(pid) > 0
+
+
+def test_heldout_evaluation_reports_perplexity(evaluator, runner):
+    uniform = evaluator.space.uniform()
+    payload = task_payload("evaluate", evaluator.space.to_array(uniform), Fidelity(1024, (0,), "heldout"))
+    result = runner.run(payload)
+    expected = evaluator.heldout(uniform, 1024)
+    assert result["fitness"] == expected.fitness
+    assert result["perplexity"] == pytest.approx(expected.perplexity) and result["perplexity"] > 1
+
+
+def test_statistics_jobs_go_to_run_job(evaluator, runner, monkeypatch):
+    result = runner.run(task_payload("owl_scores", None, Fidelity(256), {"M": 5.0}))
+    assert result["fitness"] is None and result["tokens"] == 0 and result["switched"] == 0
+    assert result["data"] == evaluator.run_job("owl_scores", {"M": 5.0}, Fidelity(256))
+
+    calls = []
+
+    def run_job(job, params, fidelity):
+        calls.append((job, params, fidelity))
+        return {"logits": [[0.0]]}
+
+    monkeypatch.setattr(runner.evaluator, "run_job", run_job)
+    result = runner.run(task_payload("relax", None, Fidelity(128, (3,)), {"steps": 2}))
+    assert calls == [("relax", {"steps": 2}, Fidelity(128, (3,)))]
+    assert result["data"] == {"logits": [[0.0]]}
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"job": "evaluate", "levels": None, "fidelity": {"tokens": 64}, "params": {}}, "needs 'levels'"),
+        ({"job": "train", "levels": None, "fidelity": {"tokens": 64}}, "'train' is not one of"),
+        ({"job": "owl_scores", "levels": None}, "has no 'fidelity'"),
+        ({"job": "owl_scores", "fidelity": {"tokens": 64}, "extra": 1}, r"unknown keys \['extra'\]"),
+    ],
+)
+def test_malformed_payloads_are_refused(runner, payload, message):
+    with pytest.raises(ValueError, match=message):
+        runner.run(payload)
+
+
+def test_levels_that_do_not_fit_the_space_are_refused(runner):
+    with pytest.raises(ValueError, match="expected 28 levels"):
+        runner.run(task_payload("evaluate", [0, 0], Fidelity(64)))
+
+
+def test_info_describes_the_worker(evaluator, runner):
+    info = runner.info()
+    assert json.loads(json.dumps(info)) == info
+    assert info["device"] == "cpu" and info["node_id"] is None and info["torch_threads"] >= 1
+    assert info["model"] == evaluator.loaded.fingerprint
+    assert info["space"] == evaluator.space.summary()
+    assert info["worker"] == f"{info['hostname']}:{info['pid']}"
+
+
+def test_task_payload_and_switch_distance():
+    payload = task_payload("evaluate", np.array([1, -2, 0]), Fidelity(64, (1, 2)))
+    assert payload == {
+        "job": "evaluate",
+        "levels": [1, -2, 0],
+        "fidelity": {"tokens": 64, "batch": [1, 2], "split": "calibration"},
+        "params": {},
+    }
+    assert json.loads(json.dumps(payload)) == payload
+    with pytest.raises(ValueError, match="needs 'levels'"):
+        task_payload("evaluate", None, Fidelity(64))
+    assert switch_distance(np.array([1, 2, 3]), [1, 0, 0]) == 2
+    with pytest.raises(ValueError, match="different shapes"):
+        switch_distance([1, 2], [1, 2, 3])

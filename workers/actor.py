@@ -1,0 +1,186 @@
+"""`EvaluatorActor`: a thin Ray actor around `EvaluatorRunner`, and how to place it.
+
+One actor holds one model replica. Where the cluster has GPUs, each actor asks for a whole GPU
+and runs on "cuda"; on CPU-only clusters it asks for CPUs only. Actors are never restarted by
+Ray (`max_restarts=0`): a restarted actor would silently lose the task it was running, while the
+`WorkerPool` notices a dead one, re-queues its task and asks its factory for a replacement.
+
+Example:
+    >>> import ray  # doctest: +SKIP
+    >>> actors = make_actors(spec, count=2, num_cpus=1.0)  # doctest: +SKIP
+    >>> pool = WorkerPool(actors, actor_factory=lambda: make_actors(spec, 1, 1.0)[0])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import ray
+from ray.actor import ActorHandle
+
+from evaluators import EvaluatorSpec
+
+from .runner import EvaluatorRunner
+
+logger = logging.getLogger(__name__)
+
+DeviceChoice = Literal["auto", "cpu", "cuda"]
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+
+
+def gpus_per_actor(num_gpus: float | Literal["auto"], cluster: Mapping[str, float]) -> float:
+    """The GPUs one actor asks for.
+
+    Args:
+        num_gpus: "auto" (one whole GPU per actor where the cluster has any, none otherwise)
+            or an explicit amount.
+        cluster: the cluster's total resources, as `ray.cluster_resources()` returns them.
+
+    Returns:
+        The ``num_gpus`` actor option.
+
+    Raises:
+        ValueError: a negative amount, or a string other than "auto".
+
+    Example:
+        >>> gpus_per_actor("auto", {"CPU": 16.0, "GPU": 4.0}), gpus_per_actor("auto", {"CPU": 2.0})
+        (1.0, 0.0)
+    """
+    if num_gpus == "auto":
+        return 1.0 if cluster.get("GPU", 0) > 0 else 0.0
+    if isinstance(num_gpus, str) or num_gpus < 0:
+        raise ValueError(f"num_gpus must be 'auto' or a non-negative number, got {num_gpus!r}")
+    return float(num_gpus)
+
+
+def actor_options(
+    num_cpus: float,
+    num_gpus: float | Literal["auto"] = "auto",
+    *,
+    cluster: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """Ray options for one evaluator actor.
+
+    Args:
+        num_cpus: CPUs the actor reserves (fractions let several share a core).
+        num_gpus: see `gpus_per_actor`.
+        cluster: the cluster's resources; None asks the running Ray (`ray.cluster_resources()`).
+
+    Returns:
+        ``{"num_cpus": ..., "num_gpus": ..., "max_restarts": 0}`` for ``Actor.options(**...)``.
+
+    Raises:
+        ValueError: a non-positive CPU count or a bad GPU amount.
+
+    Example:
+        >>> actor_options(0.5, cluster={"CPU": 2.0})
+        {'num_cpus': 0.5, 'num_gpus': 0.0, 'max_restarts': 0}
+    """
+    if num_cpus <= 0:
+        raise ValueError(f"num_cpus must be positive, got {num_cpus}")
+    resources = ray.cluster_resources() if cluster is None else cluster  # type: ignore[no-untyped-call]
+    return {"num_cpus": float(num_cpus), "num_gpus": gpus_per_actor(num_gpus, resources), "max_restarts": 0}
+
+
+def resolve_device(choice: str, gpu_ids: Sequence[int | str]) -> str:
+    """The torch device an actor uses, given the GPUs Ray assigned to it.
+
+    Args:
+        choice: "auto" (CUDA when a GPU is assigned, else CPU), "cpu" or "cuda".
+        gpu_ids: `ray.get_gpu_ids()` inside the actor.
+
+    Returns:
+        "cuda" or "cpu". Ray restricts CUDA_VISIBLE_DEVICES to the assigned GPUs, so "cuda"
+        is always the actor's own GPU.
+
+    Raises:
+        ValueError: an unknown choice, or "cuda" without an assigned GPU.
+
+    Example:
+        >>> resolve_device("auto", []), resolve_device("auto", [3])
+        ('cpu', 'cuda')
+    """
+    if choice not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {choice!r}")
+    if choice == "cuda" and not gpu_ids:
+        raise ValueError("device 'cuda' was asked for, but Ray assigned this actor no GPU (num_gpus=0)")
+    if choice == "auto":
+        return "cuda" if gpu_ids else "cpu"
+    return choice
+
+
+def threads_for(cpus: float) -> int:
+    """Torch threads for an actor that reserved `cpus` CPUs: one per whole CPU, at least one.
+
+    Example:
+        >>> threads_for(0.5), threads_for(4.0)
+        (1, 4)
+    """
+    return max(1, int(cpus))
+
+
+@ray.remote
+class EvaluatorActor:
+    """A Ray actor holding one `EvaluatorRunner`; every method delegates to it.
+
+    Args:
+        spec: the evaluator spec.
+        device: "auto", "cpu" or "cuda" (see `resolve_device`).
+        torch_threads: torch intra-op threads; None uses the actor's reserved CPU count.
+
+    Raises:
+        ValueError: (when the actor starts) a bad device choice or spec; the actor then dies and
+            its calls raise `ray.exceptions.ActorDiedError` naming the cause.
+    """
+
+    def __init__(self, spec: EvaluatorSpec, device: DeviceChoice = "auto", torch_threads: int | None = None) -> None:
+        context = ray.get_runtime_context()
+        cpus = float(context.get_assigned_resources().get("CPU", 1.0))  # type: ignore[no-untyped-call]
+        self._gpu_ids = [str(gpu) for gpu in ray.get_gpu_ids()]
+        self._node_id = context.get_node_id()
+        self._runner = EvaluatorRunner(
+            spec,
+            device=resolve_device(device, self._gpu_ids),
+            torch_threads=torch_threads if torch_threads is not None else threads_for(cpus),
+        )
+
+    def run(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Execute one task payload (`EvaluatorRunner.run`)."""
+        return self._runner.run(payload)
+
+    def info(self) -> dict[str, Any]:
+        """`EvaluatorRunner.info` plus the Ray node id and the assigned GPU ids."""
+        return {**self._runner.info(), "node_id": self._node_id, "gpu_ids": self._gpu_ids}
+
+
+def make_actors(
+    spec: EvaluatorSpec,
+    count: int,
+    num_cpus: float = 1.0,
+    num_gpus: float | Literal["auto"] = "auto",
+    torch_threads: int | None = None,
+) -> list[ActorHandle[Any]]:
+    """Start `count` evaluator actors on the running Ray cluster.
+
+    They build their evaluators concurrently; calls made before one is ready queue on it.
+
+    Args:
+        spec: the evaluator spec every actor builds.
+        count: how many actors.
+        num_cpus: CPUs per actor.
+        num_gpus: GPUs per actor, or "auto" (see `gpus_per_actor`).
+        torch_threads: torch threads per actor; None uses `num_cpus`.
+
+    Returns:
+        The actor handles.
+
+    Raises:
+        ValueError: a negative count or bad resources.
+    """
+    if count < 0:
+        raise ValueError(f"count must not be negative, got {count}")
+    options = actor_options(num_cpus, num_gpus)
+    logger.info("starting %d evaluator actors with %s", count, options)
+    return [EvaluatorActor.options(**options).remote(spec, "auto", torch_threads) for _ in range(count)]  # type: ignore[attr-defined]

@@ -1,0 +1,222 @@
+"""`EvaluatorRunner`: one `Evaluator` and the task payloads it executes, without Ray.
+
+A *task payload* is the JSON-able dict that travels from the coordinator to a worker::
+
+    {"job": "evaluate" | "layer_errors" | "owl_scores" | "relax",
+     "levels": [int, ...] | None,      # level values in `space` unit order ("evaluate" only)
+     "fidelity": Fidelity.to_dict(),
+     "params": {...}}                  # parameters of a statistics job
+
+and `EvaluatorRunner.run` answers it with a JSON-able dict (see `EvaluatorRunner.run`). The Ray
+actor (`workers.actor.EvaluatorActor`) only delegates here, so tests exercise the whole worker
+side in-process.
+
+Example:
+    >>> from spaces import Fidelity
+    >>> task_payload("evaluate", [0, 1, -1], Fidelity(512))["levels"]
+    [0, 1, -1]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from evaluators import Evaluator, EvaluatorSpec
+from spaces import Fidelity
+
+logger = logging.getLogger(__name__)
+
+#: The jobs a payload may name. "evaluate" measures a profile; the others are statistics jobs
+#: that `Evaluator.run_job` answers (it names the ones it knows when given another).
+JOBS = ("evaluate", "layer_errors", "owl_scores", "relax")
+PAYLOAD_KEYS = frozenset({"job", "levels", "fidelity", "params"})
+
+
+def task_payload(
+    job: str,
+    levels: Sequence[int] | npt.NDArray[np.integer[Any]] | None,
+    fidelity: Fidelity,
+    params: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build a task payload, checked the same way `EvaluatorRunner.run` checks it.
+
+    Args:
+        job: one of `JOBS`.
+        levels: level values in the space's unit order; required for "evaluate", else None.
+        fidelity: the tokens to forward.
+        params: JSON-able parameters of a statistics job.
+
+    Returns:
+        The JSON-able payload.
+
+    Raises:
+        ValueError: an unknown job, or levels missing for "evaluate".
+    """
+    payload = {
+        "job": job,
+        "levels": None if levels is None else [int(v) for v in levels],
+        "fidelity": fidelity.to_dict(),
+        "params": dict(params or {}),
+    }
+    _check_payload(payload)
+    return payload
+
+
+def switch_distance(a: Sequence[int] | npt.NDArray[Any], b: Sequence[int] | npt.NDArray[Any]) -> int:
+    """How many units differ between two level arrays: the layers a worker holding `a` must
+    rewrite to hold `b`. Meant as the `WorkerPool`'s `distance` over level-array routes.
+
+    Args:
+        a: level values in unit order.
+        b: level values in the same unit order.
+
+    Returns:
+        The number of positions where they differ.
+
+    Raises:
+        ValueError: the arrays have different lengths.
+
+    Example:
+        >>> switch_distance([0, 1, -1], [0, 0, 0])
+        2
+    """
+    left, right = np.asarray(a), np.asarray(b)
+    if left.shape != right.shape:
+        raise ValueError(f"level arrays of different shapes: {left.shape} and {right.shape}")
+    return int(np.count_nonzero(left != right))
+
+
+def _check_payload(payload: Mapping[str, Any]) -> None:
+    unknown = sorted(set(payload) - PAYLOAD_KEYS)
+    if unknown:
+        raise ValueError(f"task payload has unknown keys {unknown}; allowed: {sorted(PAYLOAD_KEYS)}")
+    job = payload.get("job")
+    if job not in JOBS:
+        raise ValueError(f"task payload job {job!r} is not one of {JOBS}")
+    if "fidelity" not in payload:
+        raise ValueError(f"task payload for job {job!r} has no 'fidelity'")
+    if job == "evaluate" and payload.get("levels") is None:
+        raise ValueError("task payload for job 'evaluate' needs 'levels' (level values in unit order)")
+
+
+def _gpu_label(device: torch.device) -> str | None:
+    """The physical GPU a CUDA device is, as CUDA_VISIBLE_DEVICES names it (Ray sets that
+    variable per actor, so the in-process index is 0 on every worker and says nothing)."""
+    if device.type != "cuda":
+        return None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    return visible[index] if index < len(visible) else str(index)
+
+
+class EvaluatorRunner:
+    """Builds an `Evaluator` and executes task payloads on it.
+
+    Args:
+        spec: everything needed to build the evaluator.
+        device: a torch device string ("cpu", "cuda", "cuda:1", ...).
+        torch_threads: intra-op threads for torch in this process; None leaves torch's default.
+
+    Raises:
+        ValueError: a spec the model or data cannot satisfy (from `Evaluator`), or a thread
+            count below 1.
+
+    Example:
+        >>> spec = EvaluatorSpec.model_validate({"model": {"name": "pressroom:tiny-llama"}})
+        >>> runner = EvaluatorRunner(spec)  # doctest: +SKIP
+        >>> levels = runner.space.to_array(runner.space.uniform())  # doctest: +SKIP
+        >>> runner.run(task_payload("evaluate", levels, Fidelity(512)))["fitness"]  # doctest: +SKIP
+    """
+
+    def __init__(self, spec: EvaluatorSpec, *, device: str = "cpu", torch_threads: int | None = None) -> None:
+        if torch_threads is not None:
+            if torch_threads < 1:
+                raise ValueError(f"torch_threads must be at least 1, got {torch_threads}")
+            torch.set_num_threads(torch_threads)
+        start = time.perf_counter()
+        self.evaluator = Evaluator(spec, device=device)
+        self.space = self.evaluator.space
+        gpu = _gpu_label(self.evaluator.device)
+        self.worker = f"{socket.gethostname()}:{os.getpid()}" + (f":{gpu}" if gpu is not None else "")
+        logger.info(
+            "worker %s ready in %.1fs: %s on %s, %d units",
+            self.worker,
+            time.perf_counter() - start,
+            spec.model.name,
+            self.evaluator.device,
+            len(self.space.units),
+        )
+
+    def run(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Execute one task payload.
+
+        Args:
+            payload: see the module docstring; `task_payload` builds one.
+
+        Returns:
+            ``{"fitness": float | None, "tokens": int, "seconds": float, "switched": int,
+            "perplexity": float | None, "data": {...}, "worker": "<host>:<pid>[:<gpu>]"}``;
+            fitness, tokens, switched and perplexity come from the evaluation (None, 0, 0, None
+            for statistics jobs), ``data`` is a statistics job's output ({} for evaluations),
+            and ``seconds`` is the wall time of the whole job on this worker.
+
+        Raises:
+            ValueError: a malformed payload, levels that do not fit the space, or a job the
+                evaluator does not know.
+        """
+        _check_payload(payload)
+        job = str(payload["job"])
+        fidelity = Fidelity.from_dict(dict(payload["fidelity"]))
+        start = time.perf_counter()
+        if job == "evaluate":
+            result = self.evaluator.evaluate(self.space.from_array(payload["levels"]), fidelity)
+            return {
+                "fitness": float(result.fitness),
+                "tokens": int(result.tokens),
+                "seconds": time.perf_counter() - start,
+                "switched": int(result.switched),
+                "perplexity": None if result.perplexity is None else float(result.perplexity),
+                "data": {},
+                "worker": self.worker,
+            }
+        data = self.evaluator.run_job(job, dict(payload.get("params") or {}), fidelity)
+        return {
+            "fitness": None,
+            "tokens": 0,
+            "seconds": time.perf_counter() - start,
+            "switched": 0,
+            "perplexity": None,
+            "data": data,
+            "worker": self.worker,
+        }
+
+    def info(self) -> dict[str, Any]:
+        """Who this worker is and what it holds.
+
+        Returns:
+            JSON-able: ``worker``, ``hostname``, ``pid``, ``node_id`` (None here; the Ray actor
+            fills it in), ``device``, ``torch_threads``, ``model`` (the model fingerprint) and
+            ``space`` (`Space.summary()`) and ``layers`` (the inventory, so a coordinator can
+            build the same `Space` without loading the model).
+        """
+        return {
+            "worker": self.worker,
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "node_id": None,
+            "device": str(self.evaluator.device),
+            "torch_threads": torch.get_num_threads(),
+            "model": self.evaluator.loaded.fingerprint,
+            "space": self.space.summary(),
+            "layers": [dataclasses.asdict(layer) for layer in self.space.layers],
+        }
