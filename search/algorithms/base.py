@@ -136,6 +136,11 @@ class Algorithm(ABC):
     def best(self) -> tuple[Profile, float] | None:
         """The current answer and its fitness, or None before any result."""
 
+    @property
+    def progress(self) -> float | None:
+        """The share of the work asked so far, in [0, 1], or None when unknown (for ETAs)."""
+        return None
+
     def pop_pruned(self) -> list[int]:
         """Members dropped by a selection stage since the last call."""
         out, self._pruned = self._pruned, []
@@ -248,4 +253,3 @@ def candidate_from_dict(space: Space, data: Mapping[str, Any]) -> Candidate:
         job=str(data["job"]),
         params=MappingProxyType(dict(data["params"])),
     )
-

@@ -1,0 +1,228 @@
+"""EvoPress: (1 + lambda) evolution with level-switch mutation and multi-stage selection.
+
+The parent starts at the uniform profile (or, where there is none, the best of a few random
+feasible profiles). Each generation makes `offspring` distinct children by a few level switches
+(one unit up a level, another down a level, at equal cost), runs them through the stage
+schedule, and lets the parent compete in the last stage only; the last stage's winner is the
+next parent. See ALGORITHMS.md, "EvoPress".
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, Self
+
+import numpy as np
+
+from spaces import Space
+
+from ._stages import LevelArray, RoundPlan, StagedSearch, Stages, check_stages, schedule
+from ._validate import check_overrides, int_at_least, optional_int_at_least
+
+logger = logging.getLogger(__name__)
+
+# Tries for one switch by rejection (a random group, a random unit pair in it) before falling
+# back to listing every valid pair; and tries to make one child that is not a duplicate.
+_SWITCH_TRIES = 64
+_DUPLICATE_TRIES = 32
+
+
+@dataclass(frozen=True)
+class EvoPressConfig:
+    """EvoPress's parameters; the defaults are the reference sparsity schedule.
+
+    Args:
+        generations: how many generations; None derives ``ceil(k(n-k)/1.5)`` from a drop space
+            (k dropped of n units), as the reference does for depth.
+        offspring: lambda, the children per generation.
+        stages: ``(survivors, tokens)`` per selection stage; the last keeps 1.
+        max_switches: each child gets ``min(U{1..m}, U{1..m})`` level switches.
+        init_samples: random feasible profiles to pick the start from, when the space has no
+            uniform profile (fractional bits, depth).
+        init_tokens: tokens each of those is evaluated on (one shared minibatch).
+        budget_tokens: stop before a generation that would forward more tokens than this.
+        max_retries: retries of a failed evaluation before it counts as +inf.
+
+    Example:
+        >>> EvoPressConfig.preset("super-fast").stages
+        ((1, 512), (1, 8192))
+    """
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = {"extra": "forbid"}
+
+    generations: int | None = 400
+    offspring: int = 64
+    stages: Stages = ((8, 2048), (2, 16384), (1, 65536))
+    max_switches: int = 3
+    init_samples: int = 32
+    init_tokens: int = 2048
+    budget_tokens: int | None = None
+    max_retries: int = 2
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        optional_int_at_least(owner, "generations", self.generations, 1)
+        int_at_least(owner, "offspring", self.offspring, 1)
+        object.__setattr__(self, "stages", check_stages(owner, self.stages))
+        int_at_least(owner, "max_switches", self.max_switches, 1)
+        int_at_least(owner, "init_samples", self.init_samples, 1)
+        int_at_least(owner, "init_tokens", self.init_tokens, 1)
+        optional_int_at_least(owner, "budget_tokens", self.budget_tokens, 1)
+        int_at_least(owner, "max_retries", self.max_retries, 0)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> Self:
+        """A reference schedule by name, with any field overridden.
+
+        Names: ``sparsity`` (400 generations, lambda 64, 8 @ 2,048 -> 2 @ 16,384 -> 1 @ 65,536),
+        ``bits`` (150, 128, 16 @ 2,048 -> 4 @ 16,384 -> 1 @ 131,072), ``depth`` (k(n-k)/1.5,
+        32, 2 @ 2,048 -> 1 @ 32,768), ``super-fast`` (400, 16, 1 @ 512 -> 1 @ 8,192) and
+        ``cpu-small`` (30, 16, 4 @ 512 -> 1 @ 2,048; for small models on CPUs).
+
+        Raises:
+            ValueError: an unknown preset or field, or a bad value.
+        """
+        check_overrides(cls, overrides)
+        chosen = schedule(cls.__name__, name)
+        base = cls(generations=chosen.generations, offspring=chosen.population, stages=chosen.stages)
+        return replace(base, **overrides)
+
+
+class EvoPress(StagedSearch):
+    """(1 + lambda) EvoPress over any `Space` (sparsity, bitwidth, drop).
+
+    Generation g >= 1 evaluates its stage s on the minibatch ``(g, s)``; the initial population
+    (only without a uniform profile) is generation 0, all on one minibatch. Every child keeps
+    one member id across its stages; the parent gets a new member id each generation.
+    `best` is the current parent with its last-stage value.
+
+    Args:
+        space: the search space.
+        config: the parameters (defaults: the reference sparsity schedule).
+        seed: seeds mutation and initial sampling.
+
+    Raises:
+        ValueError: no two units can trade a level, or `generations` is None on a space that
+            is not a drop space.
+
+    Example:
+        >>> from spaces import LayerInfo, Space, SparsityScheme
+        >>> layers = [LayerInfo(f"l{i}", (64, 64), 4096, block=i) for i in range(8)]
+        >>> algo = EvoPress(Space(layers, SparsityScheme(0.5)), EvoPressConfig.preset("cpu-small"), seed=0)
+        >>> [c.stage for c in algo.ask(100)] == [0] * 16
+        True
+    """
+
+    name: ClassVar[str] = "evopress"
+
+    def __init__(self, space: Space, config: EvoPressConfig | None = None, seed: int = 0) -> None:
+        self.config = config or EvoPressConfig()
+        super().__init__(space, seed, max_retries=self.config.max_retries, budget_tokens=self.config.budget_tokens)
+        self.generations = self._generations(space, self.config.generations)
+        # Units with a single level cannot move (Space groups them together, vacuously equal).
+        movable = [tuple(u for u in group if len(space.levels[u]) > 1) for group in space.switch_groups]
+        self._groups = [group for group in movable if len(group) >= 2]
+        if not self._groups:
+            raise ValueError(
+                f"EvoPress needs two units that can trade a level; no switch group of this "
+                f"{space.scheme.name} space has two units with more than one level "
+                f"(movable units per group: {[len(g) for g in movable]})"
+            )
+        sizes = np.cumsum([len(group) for group in self._groups], dtype=np.float64)
+        self._group_cdf = sizes / sizes[-1]
+        uniform = space.uniform()
+        self._incumbent = None if uniform is None else [int(v) for v in space.to_array(uniform)]
+        self._generation = 0  # the last generation started
+
+    @property
+    def progress(self) -> float | None:
+        by_generation = min(1.0, self._generation / self.generations)
+        by_budget = super().progress
+        return by_generation if by_budget is None else max(by_generation, by_budget)
+
+    @staticmethod
+    def _generations(space: Space, generations: int | None) -> int:
+        if generations is not None:
+            return generations
+        if space.scheme.name != "drop":
+            raise ValueError(
+                f"EvoPressConfig.generations = None derives k(n-k)/1.5 for drop spaces only; this space "
+                f"is {space.scheme.name!r}: give a number of generations"
+            )
+        k, n = space.budget, len(space)
+        return max(1, math.ceil(k * (n - k) / 1.5))
+
+    # --- rounds --------------------------------------------------------------------------------
+
+    def _plan(self) -> RoundPlan | None:
+        if self._incumbent is None:
+            return RoundPlan(0, ((1, self.config.init_tokens),), self.config.init_samples, elite=False)
+        if self._generation >= self.generations:
+            return None
+        return RoundPlan(self._generation + 1, self.config.stages, self.config.offspring, elite=True)
+
+    def _entrants(self, plan: RoundPlan) -> list[LevelArray]:
+        self._generation = plan.generation
+        if plan.generation == 0:
+            return [self.space.sample_array(self.rng) for _ in range(plan.size)]
+        assert self._incumbent is not None, "generations >= 1 have a parent"
+        return self._offspring(np.asarray(self._incumbent, dtype=np.int64), plan.size)
+
+    # --- mutation ------------------------------------------------------------------------------
+
+    def _offspring(self, parent: LevelArray, count: int) -> list[LevelArray]:
+        """`count` children that differ from the parent and from each other (or fewer)."""
+        seen = {parent.tobytes()}
+        children = []
+        for _ in range(count):
+            for _ in range(_DUPLICATE_TRIES):
+                child = self._mutate(parent)
+                key = child.tobytes()
+                if key not in seen:
+                    seen.add(key)
+                    children.append(child)
+                    break
+        if len(children) < count:
+            logger.info(
+                "%s: generation %d has %d distinct children of %d", self.name, self._generation, len(children), count
+            )
+        return children
+
+    def _mutate(self, parent: LevelArray) -> LevelArray:
+        top = self.config.max_switches + 1
+        switches = min(int(self.rng.integers(1, top)), int(self.rng.integers(1, top)))
+        child = parent
+        for _ in range(switches):
+            child = self._switch(child)
+        return child
+
+    def _switch(self, levels: LevelArray) -> LevelArray:
+        """One level switch: a group with probability proportional to its size, then a pair.
+
+        Rejection keeps a switch O(1) on hundreds of units: draw a group, an `up` and a `down`
+        unit uniformly, accept when `space.can_switch`. When that keeps failing (few valid
+        pairs left), list every valid pair of every group and draw one uniformly. Returns the
+        levels unchanged when no switch exists at all.
+        """
+        for _ in range(_SWITCH_TRIES):
+            group = self._groups[int(np.searchsorted(self._group_cdf, self.rng.random(), side="right"))]
+            up, down = (group[int(k)] for k in self.rng.integers(0, len(group), size=2))
+            if self.space.can_switch(levels, up, down):
+                return self.space.switch(levels, up, down)
+        pairs = [(u, d) for group in self._groups for u in group for d in group if self.space.can_switch(levels, u, d)]
+        if not pairs:
+            return levels
+        up, down = pairs[int(self.rng.integers(len(pairs)))]
+        return self.space.switch(levels, up, down)
+
+    # --- state ---------------------------------------------------------------------------------
+
+    def _search_state(self) -> dict[str, Any]:
+        return {**super()._search_state(), "generation": self._generation}
+
+    def _load_search_state(self, state: Mapping[str, Any]) -> None:
+        super()._load_search_state(state)
+        self._generation = int(state["generation"])
