@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -59,7 +59,7 @@ def validate(
         except SpecError as exc:
             failed = True
             for line in exc.lines:
-                err.print(line, markup=False, highlight=False)
+                err.print(line, markup=False, highlight=False, soft_wrap=True)
             continue
         if not quiet:
             out.rule(f"{path}: valid", style="green")
@@ -102,14 +102,117 @@ def build_db(
     )
 
 
+StorageOpt = Annotated[
+    str | None,
+    typer.Option("--storage", help="SQLAlchemy URL of the Optuna storage (default: $OPTUNA_STORAGE or the spec's)."),
+]
+
+
+@app.command("search")
+def search_command(
+    spec_path: SpecArg,
+    storage: StorageOpt = None,
+    study: Annotated[str | None, typer.Option(help="Study name (default: the spec's, or one derived from it).")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (default: a local Ray).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Number of evaluator workers.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+) -> None:
+    """Run a search, or resume it: re-running the same command continues from its last checkpoint."""
+    from .run import SearchError, run_search
+
+    overrides = {"storage": storage, "study": study, "seed": seed, "workers.count": workers}
+    spec = read_spec(spec_path, **overrides, **{"workers.ray_address": ray_address})
+    try:
+        outcome = run_search(spec, console=err)
+    except SearchError as exc:
+        raise UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        err.print("interrupted: in-flight trials were marked FAIL; run the same command to resume", markup=False)
+        raise typer.Exit(130) from None
+    show_outcome(spec, outcome)
+
+
+def show_outcome(spec: Spec, outcome: Any) -> None:
+    """The end-of-search table: held-out fitness of uniform vs the found profile, and next steps."""
+    from rich.table import Table
+
+    from .secrets import redact_url
+
+    table = Table(title=f"held-out results: {outcome.study}")
+    for column in ("profile", f"average {spec.compression.scheme}", "held-out fitness", "perplexity"):
+        table.add_column(column, justify="right")
+    for name, row in outcome.heldout.items():
+        ppl = "-" if row.get("perplexity") is None else f"{row['perplexity']:.3f}"
+        fit = "failed" if row.get("fitness") is None else f"{row['fitness']:.6g}"
+        table.add_row(name, f"{row['average']:.4g}", fit, ppl)
+    out.print(table)
+    where = redact_url(spec.storage)
+    out.print(
+        f"{outcome.evaluations} evaluations ({outcome.replayed} replayed from before a restart).\n"
+        f"next: pressroom status {outcome.study} --storage '{where}'",
+        markup=False,
+        highlight=False,
+    )
+
+
+@app.command()
+def status(
+    study: Annotated[str | None, typer.Argument(help="A study name; all studies when left out.")] = None,
+    storage: StorageOpt = None,
+) -> None:
+    """Show studies: trial states, best fitness and progress."""
+    from rich.table import Table
+
+    from .storage import PROGRESS, StorageError, connect, describe_trials
+
+    url = resolve_storage(storage)
+    try:
+        rdb = connect(url)
+    except StorageError as exc:
+        raise UsageError(str(exc)) from None
+    summaries = rdb.get_all_studies()
+    if study is not None:
+        summaries = [s for s in summaries if s.study_name == study]
+        if not summaries:
+            names = sorted(s.study_name for s in rdb.get_all_studies())
+            raise UsageError(f"no study {study!r} in this storage; studies: {names or 'none'}")
+    table = Table(title="pressroom studies")
+    for column in ("study", "trials", "states", "best fitness", "progress"):
+        table.add_column(column)
+    for summary in summaries:
+        trials = rdb.get_all_trials(summary._study_id, deepcopy=False)
+        states = describe_trials(trials)
+        complete = [t.value for t in trials if t.state.name == "COMPLETE" and t.value is not None]
+        progress = summary.user_attrs.get(PROGRESS, {})
+        done = progress.get("fraction")
+        table.add_row(
+            summary.study_name,
+            str(len(trials)),
+            ", ".join(f"{k.lower()} {v}" for k, v in sorted(states.items())),
+            f"{min(complete):.6g}" if complete else "-",
+            "-" if done is None else f"{100 * done:.0f}% (generation {progress.get('generation', '-')})",
+        )
+    out.print(table)
+
+
+def resolve_storage(storage: str | None) -> str:
+    """--storage, else $OPTUNA_STORAGE, else the default; ${VAR} expanded."""
+    import os
+
+    from .secrets import expand_env
+    from .spec import DEFAULT_STORAGE, ENV_STORAGE
+
+    return expand_env(storage or os.environ.get(ENV_STORAGE) or DEFAULT_STORAGE, key="--storage")
+
+
 def main() -> None:
     """Console-script entry point: user errors print one clear message and exit with 2."""
     try:
         app()
     except SpecError as exc:
         for line in exc.lines:
-            err.print(line, markup=False, highlight=False)
+            err.print(line, markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except UsageError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -32,6 +32,8 @@ def redact_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return REDACTED
+    if parts.password is None and not re.search(r"(?i)(password|passwd|pwd|token|secret)=", parts.query):
+        return url
     netloc = parts.netloc
     if parts.password is not None:
         user = parts.username or ""

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +17,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The session's Ray cluster authenticates with a token (Ray 2.60's default for new clusters);
+# Ray reads this when imported, so it is set before any test module imports ray.
+os.environ["RAY_AUTH_MODE"] = "token"
 
 
 @pytest.fixture(scope="session")
@@ -46,18 +54,47 @@ def make_evaluator(cache_dir: Path) -> Any:
     return make
 
 
-@pytest.fixture(scope="session")
-def ray_session() -> Any:
-    """One real local Ray for the whole session (starting one takes seconds).
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
-    Token authentication stays as Ray sets it up. Reuses a Ray the session already started and
-    then leaves it running.
+
+@dataclass(frozen=True)
+class RayHead:
+    """A real Ray cluster started with `ray start --head` for the session."""
+
+    address: str  # for ray.init and `pressroom search --ray-address`
+    dashboard: str  # for the Jobs API: http://127.0.0.1:PORT
+
+
+@pytest.fixture(scope="session")
+def ray_head() -> Iterator[RayHead]:
+    """One real local Ray cluster (2 CPUs, dashboard on) for the whole session.
+
+    In-process tests connect to it (`ray_session`), command-line searches get its address, and
+    job submissions its dashboard. Token authentication stays on, as Ray 2.60 sets it up.
     """
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    port, dashboard = free_port(), free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    subprocess.run(
+        [ray_bin, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=true",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats"],
+        check=True, env=env, capture_output=True, timeout=180,
+    )  # fmt: skip
+    try:
+        yield RayHead(f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard}")
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], check=False, env=env, capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def ray_session(ray_head: RayHead) -> Any:
+    """This process connected, as a driver, to the session's Ray cluster."""
     import ray
 
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    if not ray.is_initialized():
+        ray.init(address=ray_head.address, logging_level="WARNING", log_to_driver=False)
     yield ray
-    if started:
-        ray.shutdown()
+    ray.shutdown()

@@ -218,5 +218,5 @@ class EvaluatorRunner:
             "torch_threads": torch.get_num_threads(),
             "model": self.evaluator.loaded.fingerprint,
             "space": self.space.summary(),
-            "layers": [dataclasses.asdict(layer) for layer in self.space.layers],
+            "layers": [{**dataclasses.asdict(layer), "shape": list(layer.shape)} for layer in self.space.layers],
         }

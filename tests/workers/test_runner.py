@@ -91,6 +91,7 @@ def test_info_describes_the_worker(evaluator, runner):
     assert info["model"] == evaluator.loaded.fingerprint
     assert info["space"] == evaluator.space.summary()
     assert info["worker"] == f"{info['hostname']}:{info['pid']}"
+    assert [layer["name"] for layer in info["layers"]] == [layer.name for layer in evaluator.space.layers]
 
 
 def test_task_payload_and_switch_distance():

@@ -1,0 +1,203 @@
+"""`run_search`: a whole search from a spec: storage, Ray workers, algorithm, coordinator, report.
+
+Order matters for bad input: the storage is reached and the study's spec checked first (fast,
+and nothing is written if the study belongs to another spec), then Ray and the workers, and
+only then is the study created; so an unknown Ray address leaves no study behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+
+from spaces import Fidelity, LayerInfo, Profile, Space
+from workers.runner import switch_distance, task_payload
+
+from .algorithms.base import Algorithm
+from .coordinator import Coordinator, Listener
+from .progress import LiveView
+from .secrets import redact_text, url_password
+from .spec import Spec, algorithm_registry
+from .storage import SPACE, SPEC, SearchStudy, StorageError, TrialWriter, check_fingerprint, connect
+
+logger = logging.getLogger(__name__)
+
+HELDOUT = "pressroom.heldout"
+
+
+class SearchError(RuntimeError):
+    """A search could not start or finish; the message is for the user and holds no secret."""
+
+
+@dataclass
+class SearchOutcome:
+    """What a finished search found."""
+
+    study: str
+    best: Profile
+    best_fitness: float
+    heldout: dict[str, dict[str, Any]]
+    evaluations: int
+    replayed: int
+
+
+def space_from_info(spec: Spec, infos: Sequence[dict[str, Any]]) -> Space:
+    """The search space the workers hold; all workers must hold the same model.
+
+    Raises:
+        SearchError: two workers loaded different models.
+    """
+    fingerprints = {info["model"] for info in infos}
+    if len(fingerprints) != 1:
+        raise SearchError(f"workers loaded different models (fingerprints {sorted(fingerprints)}); check their files")
+    layers = [LayerInfo(**{**layer, "shape": tuple(layer["shape"])}) for layer in infos[0]["layers"]]
+    info = infos[0]["space"]
+    return Space(layers, spec.compression.level_scheme(), granularity=info["granularity"], model=infos[0]["model"])
+
+
+def _reachable(address: str, timeout: float = 5.0) -> bool:
+    """Whether something listens at ``[ray://]host:port`` (Ray itself waits minutes to give up)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return True  # "auto" and other forms: let Ray decide
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _start_ray(address: str | None) -> bool:
+    """Connect to Ray (or start a local one); returns whether this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address and not _reachable(address):
+        raise SearchError(f"cannot connect to Ray at {address}: nothing answers there (is the head node up?)")
+    if address:  # Ray 2.60 clusters authenticate with a token; clients must say they use one
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = address or "a new local cluster"
+        raise SearchError(f"cannot connect to Ray at {where}: {exc}") from None
+    return True
+
+
+def run_search(spec: Spec, console: Console | None = None, listeners: Sequence[Listener] = ()) -> SearchOutcome:
+    """Run (or resume) the search a spec describes, to the end.
+
+    Raises:
+        SearchError: bad input discovered while starting (storage, Ray, workers), with the reason.
+        KeyboardInterrupt: after in-flight trials were marked FAIL and writes finished.
+    """
+    import ray
+
+    from workers import WorkerPool, make_actors
+
+    console = console or Console(stderr=True)
+    url = spec.storage_url()
+    secret = url_password(url) or ""
+    try:
+        storage = connect(url)
+        check_fingerprint(storage, spec.study_name, spec.fingerprint())
+    except StorageError as exc:
+        raise SearchError(str(exc)) from None
+
+    started_ray = _start_ray(spec.workers.ray_address)
+    pool = None
+    writer = None
+    try:
+        w = spec.workers
+
+        def start(count: int) -> list[Any]:
+            return make_actors(spec.evaluator_spec(), count, w.cpus_per_worker, w.gpus_per_worker, w.torch_threads)
+
+        actors = start(w.count)
+        try:
+            infos = ray.get([actor.info.remote() for actor in actors])
+        except ray.exceptions.RayError as exc:
+            raise SearchError(f"the workers could not start: {_cause(exc)}") from None
+        pool = WorkerPool(actors, actor_factory=lambda: start(1)[0], timeout_s=w.timeout_s, distance=switch_distance)
+        space = space_from_info(spec, infos)
+        algorithm = build_algorithm(spec, space)
+        study = SearchStudy.open(
+            storage,
+            spec.study_name,
+            fingerprint=spec.fingerprint(),
+            attrs={SPEC: spec.public_dict(), SPACE: {**space.summary(), "units": list(space.names)}},
+        )
+        writer = TrialWriter(study)
+        coordinator = Coordinator(algorithm, space, pool, study, writer)
+        view = LiveView(console, coordinator.counters, f"pressroom: {spec.study_name}")
+        coordinator.listeners = [view, *listeners]
+        if coordinator.restore():
+            console.print(f"resuming study {spec.study_name}", markup=False, highlight=False)
+        try:
+            coordinator.run()
+        finally:
+            view.close()
+        best = algorithm.best
+        if best is None:
+            raise SearchError(f"{algorithm.name} finished without a single successful evaluation")
+        heldout = heldout_report(pool, space, best[0], spec.data.heldout_tokens)
+        writer.study.storage.set_study_user_attr(study.id, HELDOUT, heldout)
+        return SearchOutcome(
+            spec.study_name, best[0], best[1], heldout, coordinator.counters.evaluations, coordinator.counters.replayed
+        )
+    except StorageError as exc:
+        raise SearchError(redact_text(str(exc), [secret])) from None
+    finally:
+        if writer is not None and not writer.close(timeout=120):
+            logger.error("some trial writes could not be finished; the checkpoint lets a rerun redo them")
+        if pool is not None:
+            pool.shutdown()
+        if started_ray:
+            ray.shutdown()
+
+
+def build_algorithm(spec: Spec, space: Space) -> Algorithm:
+    """The spec's algorithm on `space`."""
+    cls, _ = algorithm_registry()[spec.algorithm.name]
+    algorithm: Algorithm = cls(space, spec.algorithm.config(), spec.seed)
+    return algorithm
+
+
+def heldout_report(pool: Any, space: Space, best: Profile, tokens: int) -> dict[str, dict[str, Any]]:
+    """Held-out fitness (and perplexity) of the uniform profile and of the best one."""
+    profiles = {"best": best}
+    uniform = space.uniform()
+    if uniform is not None:
+        profiles = {"uniform": uniform, "best": best}
+    fidelity = Fidelity(tokens, (0,), "heldout")
+    for name, profile in profiles.items():
+        pool.submit(("heldout", name), task_payload("evaluate", space.to_array(profile), fidelity))
+    report: dict[str, dict[str, Any]] = {}
+    while len(report) < len(profiles):
+        for outcome in pool.collect(timeout=5.0):
+            _, name = outcome.key
+            value = outcome.value or {}
+            report[name] = {
+                "fitness": value.get("fitness"),
+                "perplexity": value.get("perplexity"),
+                "average": space.average(profiles[name]),
+                "error": outcome.error,
+            }
+    return report
+
+
+def _cause(exc: BaseException) -> str:
+    text = str(exc)
+    lines = [line for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if "Error" in line or "error" in line]
+    return (errors[-1] if errors else lines[-1] if lines else repr(exc)).strip()[:500]
+
+
+__all__ = ["SearchError", "SearchOutcome", "build_algorithm", "run_search"]
