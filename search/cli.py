@@ -139,12 +139,14 @@ def show_outcome(spec: Spec, outcome: Any) -> None:
     from .secrets import redact_url
 
     table = Table(title=f"held-out results: {outcome.study}")
-    for column in ("profile", f"average {spec.compression.scheme}", "held-out fitness", "perplexity"):
+    for column in ("profile", f"average {spec.compression.scheme}", "held-out fitness", "vs uniform", "perplexity"):
         table.add_column(column, justify="right")
+    uniform = outcome.heldout.get("uniform", {}).get("fitness")
     for name, row in outcome.heldout.items():
         ppl = "-" if row.get("perplexity") is None else f"{row['perplexity']:.3f}"
         fit = "failed" if row.get("fitness") is None else f"{row['fitness']:.6g}"
-        table.add_row(name, f"{row['average']:.4g}", fit, ppl)
+        change = "-" if not uniform or row.get("fitness") is None else f"{row['fitness'] / uniform - 1:+.1%}"
+        table.add_row(name, f"{row['average']:.4g}", fit, change, ppl)
     out.print(table)
     where = redact_url(spec.storage)
     out.print(
@@ -216,3 +218,7 @@ def main() -> None:
     except UsageError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
+
+
+# Commands that live in their own modules register here, one line each.
+from . import cli_launch  # noqa: E402, F401

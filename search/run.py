@@ -16,12 +16,13 @@ from typing import Any
 
 from rich.console import Console
 
-from spaces import Fidelity, LayerInfo, Profile, Space
+from spaces import Fidelity, Profile, Space
 from workers.runner import switch_distance, task_payload
 
 from .algorithms.base import Algorithm
 from .coordinator import Coordinator, Listener
 from .progress import LiveView
+from .results import layers_from_records
 from .secrets import redact_text, url_password
 from .spec import Spec, algorithm_registry
 from .storage import SPACE, SPEC, SearchStudy, StorageError, TrialWriter, check_fingerprint, connect
@@ -56,7 +57,7 @@ def space_from_info(spec: Spec, infos: Sequence[dict[str, Any]]) -> Space:
     fingerprints = {info["model"] for info in infos}
     if len(fingerprints) != 1:
         raise SearchError(f"workers loaded different models (fingerprints {sorted(fingerprints)}); check their files")
-    layers = [LayerInfo(**{**layer, "shape": tuple(layer["shape"])}) for layer in infos[0]["layers"]]
+    layers = layers_from_records(infos[0]["layers"])
     info = infos[0]["space"]
     return Space(layers, spec.compression.level_scheme(), granularity=info["granularity"], model=infos[0]["model"])
 
@@ -128,11 +129,13 @@ def run_search(spec: Spec, console: Console | None = None, listeners: Sequence[L
         pool = WorkerPool(actors, actor_factory=lambda: start(1)[0], timeout_s=w.timeout_s, distance=switch_distance)
         space = space_from_info(spec, infos)
         algorithm = build_algorithm(spec, space)
+        # the layers let `pressroom best/export` rebuild the space without loading the model
+        record = {**space.summary(), "units": list(space.names), "layers": infos[0]["layers"]}
         study = SearchStudy.open(
             storage,
             spec.study_name,
             fingerprint=spec.fingerprint(),
-            attrs={SPEC: spec.public_dict(), SPACE: {**space.summary(), "units": list(space.names)}},
+            attrs={SPEC: spec.public_dict(), SPACE: record},
         )
         writer = TrialWriter(study)
         coordinator = Coordinator(algorithm, space, pool, study, writer)
@@ -180,7 +183,7 @@ def heldout_report(pool: Any, space: Space, best: Profile, tokens: int) -> dict[
     for name, profile in profiles.items():
         pool.submit(("heldout", name), task_payload("evaluate", space.to_array(profile), fidelity))
     report: dict[str, dict[str, Any]] = {}
-    while len(report) < len(profiles):
+    while len(report) < len(profiles):  # arrival order varies; the report keeps `profiles`' order
         for outcome in pool.collect(timeout=5.0):
             _, name = outcome.key
             value = outcome.value or {}
@@ -190,7 +193,7 @@ def heldout_report(pool: Any, space: Space, best: Profile, tokens: int) -> dict[
                 "average": space.average(profiles[name]),
                 "error": outcome.error,
             }
-    return report
+    return {name: report[name] for name in profiles}
 
 
 def _cause(exc: BaseException) -> str:

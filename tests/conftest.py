@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,25 +73,51 @@ class RayHead:
     dashboard: str  # for the Jobs API: http://127.0.0.1:PORT
 
 
+def stop_ray(temp_dir: str) -> None:
+    """Stop the Ray processes of one cluster (those whose command line names its temp dir).
+
+    `ray stop` would stop every Ray process on the machine, other people's clusters included.
+    """
+    mine = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if temp_dir in cmdline and int(proc.name) != os.getpid():
+                mine.append(int(proc.name))
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in mine:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        if sig == signal.SIGTERM:
+            time.sleep(2)
+
+
 @pytest.fixture(scope="session")
 def ray_head() -> Iterator[RayHead]:
     """One real local Ray cluster (2 CPUs, dashboard on) for the whole session.
 
     In-process tests connect to it (`ray_session`), command-line searches get its address, and
-    job submissions its dashboard. Token authentication stays on, as Ray 2.60 sets it up.
+    job submissions its dashboard. Token authentication stays on, as Ray 2.60 sets it up. Its
+    own temp dir lets teardown stop exactly its processes.
     """
     ray_bin = str(Path(sys.executable).with_name("ray"))
     port, dashboard = free_port(), free_port()
+    temp_dir = tempfile.mkdtemp(prefix="ray-pr-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     subprocess.run(
         [ray_bin, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=true",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats"],
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats",
+         f"--temp-dir={temp_dir}"],
         check=True, env=env, capture_output=True, timeout=180,
     )  # fmt: skip
     try:
         yield RayHead(f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard}")
     finally:
-        subprocess.run([ray_bin, "stop", "--force"], check=False, env=env, capture_output=True, timeout=120)
+        stop_ray(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,123 @@
+"""Coordinator and storage overhead, and speedup with 1, 2, 4 and 8 workers.
+
+Workers are simulated Ray actors whose evaluation sleeps a fixed time (50 ms by default) and
+returns a synthetic fitness, so everything else is real: the algorithm, the coordinator loop,
+the Ray pool with routing, the background trial writer and PostgreSQL, on 224-layer profiles.
+Overhead = wall time over the ideal (evaluations x evaluation time / workers), with the final
+flush of the trial writer included; speedup = throughput with N workers over throughput with 1.
+
+    .venv/bin/python benchmarks/coordinator.py [--eval-ms 50] [--workers 1 2 4 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+import psycopg
+import ray
+
+from search.algorithms import ALGORITHMS
+from search.coordinator import Coordinator
+from search.storage import SearchStudy, TrialWriter, connect
+from spaces import LayerInfo, Space, SparsityScheme
+from workers import WorkerPool
+from workers.runner import switch_distance
+
+PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+
+
+@ray.remote(num_cpus=0.1)
+class SimulatedEvaluator:
+    """Sleeps like an evaluation of fixed cost; fitness = a fixed linear function of the levels."""
+
+    def __init__(self, seconds: float, weights: list[float]) -> None:
+        self.seconds = seconds
+        self.weights = np.asarray(weights)
+
+    def run(self, payload: dict[str, Any]) -> dict[str, Any]:
+        time.sleep(self.seconds)
+        fitness = float(self.weights @ np.asarray(payload["levels"])) + 100.0
+        tokens = int(payload["fidelity"]["tokens"])
+        return {"fitness": fitness, "tokens": tokens, "seconds": self.seconds, "switched": 0,
+                "perplexity": None, "data": {}, "worker": f"sim:{os.getpid()}"}  # fmt: skip
+
+    def info(self) -> dict[str, Any]:
+        return {"worker": f"sim:{os.getpid()}"}
+
+
+def llama_like_space(layers: int) -> Space:
+    shapes = [(4096, 4096), (1024, 4096), (1024, 4096), (4096, 4096), (14336, 4096), (14336, 4096), (4096, 14336)]
+    infos = [
+        LayerInfo(f"model.layers.{i // 7}.proj{i % 7}", shapes[i % 7], shapes[i % 7][0] * shapes[i % 7][1], i // 7)
+        for i in range(layers)
+    ]
+    return Space(infos, SparsityScheme(0.7), model="simulated")
+
+
+def run(url: str, space: Space, workers: int, seconds: float, algorithm: str, evaluations: int) -> dict[str, float]:
+    cls, config_cls = ALGORITHMS[algorithm]
+    if algorithm == "random":
+        config = config_cls(tokens=2048, budget_tokens=2048 * evaluations)
+    else:
+        config = config_cls(generations=max(1, evaluations // 74), offspring=64, stages=((8, 256), (2, 1024), (1, 2048)))
+    algo = cls(space, config, 0)
+    weights = np.random.default_rng(1).normal(size=len(space)).tolist()
+    actors = [SimulatedEvaluator.remote(seconds, weights) for _ in range(workers)]
+    ray.get([a.info.remote() for a in actors])
+    pool = WorkerPool(actors, distance=switch_distance)
+    storage = connect(url)
+    study = SearchStudy.open(storage, f"bench-{workers}-{uuid.uuid4().hex[:6]}", fingerprint="bench", attrs={})
+    writer = TrialWriter(study)
+    coordinator = Coordinator(algo, space, pool, study, writer)
+    start = time.perf_counter()
+    coordinator.run()
+    loop = time.perf_counter() - start
+    writer.close()
+    total = time.perf_counter() - start
+    pool.shutdown()
+    done = coordinator.counters.evaluations
+    ideal = done * seconds / workers
+    return {"evaluations": done, "seconds": total, "loop": loop, "ideal": ideal, "writes": writer.writes}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--eval-ms", type=float, default=50.0)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--layers", type=int, default=224)
+    parser.add_argument("--per-worker", type=int, default=48, help="evaluations per worker and run")
+    args = parser.parse_args()
+    seconds = args.eval_ms / 1e3
+    space = llama_like_space(args.layers)
+    database = f"pressroom_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{database}"')
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    try:
+        print(f"{args.layers}-layer profiles, {args.eval_ms:.0f} ms evaluations, PostgreSQL, {os.cpu_count()} CPUs")
+        for algorithm in ("random", "evopress"):
+            print(f"\n{algorithm}:")
+            print(f"{'workers':>8} {'evals':>6} {'wall s':>8} {'ideal s':>8} {'overhead':>9} {'speedup':>8} {'writes':>7}")
+            base = None
+            for n in args.workers:
+                r = run(url, space, n, seconds, algorithm, args.per_worker * n)
+                throughput = r["evaluations"] / r["seconds"]
+                base = base or throughput
+                overhead = r["seconds"] / r["ideal"] - 1
+                print(f"{n:>8} {r['evaluations']:>6.0f} {r['seconds']:>8.2f} {r['ideal']:>8.2f} {overhead:>8.1%} "
+                      f"{throughput / base:>8.2f} {r['writes']:>7.0f}")  # fmt: skip
+    finally:
+        ray.shutdown()
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'")
+            conn.execute(f'DROP DATABASE "{database}"')
+
+
+if __name__ == "__main__":
+    main()
