@@ -7,9 +7,9 @@ the algorithm, workers, storage and tracking around them. Validation errors name
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from spaces import BitwidthScheme, DropScheme, LevelScheme, SparsityScheme
 
@@ -22,7 +22,9 @@ COMPRESSORS: dict[str, tuple[str, ...]] = {
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Defaults are validated too: cross-key checks (levels against the target, held-out
+    # against calibration tokens) must also hold when one side is left at its default.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 class ModelSpec(_Strict):
@@ -49,7 +51,7 @@ class LevelsSpec(_Strict):
     min_sparsity: float = Field(0.0, ge=0.0, lt=1.0)
     max_sparsity: float = Field(0.99, gt=0.0, lt=1.0)
     # bitwidth
-    choices: tuple[int, ...] = (2, 3, 4, 5, 6)
+    choices: tuple[Annotated[int, Field(ge=1, le=16)], ...] = Field((2, 3, 4, 5, 6), min_length=1)
     group_size: int = Field(128, ge=1)
     exact_budget: bool = True
 
@@ -63,7 +65,7 @@ class CompressionSpec(_Strict):
     compressor: str | None = Field(None, validate_default=True)
     levels: LevelsSpec = LevelsSpec()
     drop_unit: Literal["block", "attn", "mlp"] = "block"
-    include: tuple[str, ...] = ("*",)
+    include: tuple[str, ...] = Field(("*",), min_length=1)
     exclude: tuple[str, ...] = ()
 
     @field_validator("target")
@@ -84,30 +86,34 @@ class CompressionSpec(_Strict):
         if compressor is None:
             return allowed[0]
         if compressor not in allowed:
-            raise ValueError(f"{compressor!r} does not fit scheme {info.data.get('scheme')!r}; allowed: {list(allowed)}")
+            scheme = info.data.get("scheme")
+            raise ValueError(f"{compressor!r} does not fit scheme {scheme!r}; allowed: {list(allowed)}")
         return compressor
 
-    @model_validator(mode="after")
-    def _check(self) -> CompressionSpec:
-        try:
-            self.level_scheme()
-        except ValueError as exc:
-            raise ValueError(f"levels: {exc}") from None
-        return self
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, levels: LevelsSpec, info: ValidationInfo) -> LevelsSpec:
+        # Building the scheme checks how the levels fit the target; done here so errors name levels.
+        if "scheme" in info.data and "target" in info.data:  # else their own errors are reported
+            _level_scheme(info.data["scheme"], info.data["target"], levels)
+        return levels
 
     def level_scheme(self) -> LevelScheme:
         """The `spaces` scheme this section describes (unresolved)."""
-        lv = self.levels
-        if self.scheme == "sparsity":
-            return SparsityScheme(self.target, lv.step, lv.max_levels, lv.min_sparsity, lv.max_sparsity)
-        if self.scheme == "bitwidth":
-            return BitwidthScheme(self.target, lv.choices, lv.group_size, lv.exact_budget)
-        return DropScheme(self.target)
+        return _level_scheme(self.scheme, self.target, self.levels)
 
     def selects(self, name: str) -> bool:
         """Whether a module name passes the include and exclude patterns."""
         included = any(fnmatch.fnmatchcase(name, pattern) for pattern in self.include)
         return included and not any(fnmatch.fnmatchcase(name, pattern) for pattern in self.exclude)
+
+
+def _level_scheme(scheme: str, target: float, lv: LevelsSpec) -> LevelScheme:
+    if scheme == "sparsity":
+        return SparsityScheme(target, lv.step, lv.max_levels, lv.min_sparsity, lv.max_sparsity)
+    if scheme == "bitwidth":
+        return BitwidthScheme(target, lv.choices, lv.group_size, lv.exact_budget)
+    return DropScheme(target)
 
 
 class DataSpec(_Strict):
@@ -128,13 +134,13 @@ class DataSpec(_Strict):
     teacher_topk: int = Field(512, ge=1)
     teacher_cache_mb: int = Field(1024, ge=1)
 
-    @model_validator(mode="after")
-    def _check(self) -> DataSpec:
-        for key in ("heldout_tokens", "stats_tokens"):
-            value = getattr(self, key)
-            if value > self.calibration_tokens:
-                raise ValueError(f"{key} ({value}) must not exceed calibration_tokens ({self.calibration_tokens})")
-        return self
+    @field_validator("heldout_tokens", "stats_tokens")
+    @classmethod
+    def _within_calibration(cls, value: int, info: ValidationInfo) -> int:
+        calibration = info.data.get("calibration_tokens")
+        if calibration is not None and value > calibration:
+            raise ValueError(f"must not exceed calibration_tokens ({calibration})")
+        return value
 
 
 class EvaluatorSpec(_Strict):

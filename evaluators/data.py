@@ -141,8 +141,12 @@ class TokenData:
         mask = torch.ones_like(ids)
         cut = rows.shape[0] * self.seq_len - tokens
         if cut:
-            mask[-1, self.seq_len - cut :] = 0
-            ids[-1, self.seq_len - cut :] = self.pad_id
+            keep = self.seq_len - cut
+            mask[-1, keep:] = 0
+            ids[-1, keep:] = self.pad_id
+            if self._suffix and keep >= len(self._prefix) + len(self._suffix):
+                # An encoder's cut block still ends in [SEP], as every input it was trained on did.
+                ids[-1, keep - len(self._suffix) : keep] = torch.tensor(self._suffix)
         return Batch(ids, mask)
 
 

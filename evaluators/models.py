@@ -140,31 +140,46 @@ def load_model(spec: ModelSpec, task: str = "auto", device: str | torch.device =
         device: where to put it.
 
     Raises:
-        ValueError: an unknown built-in, or a task the model cannot serve.
+        ValueError: an unknown built-in, a model that cannot be found (or reached), or a task
+            the model cannot serve.
     """
     import transformers as tf
 
     name = spec.name
     if name.startswith(BUILTIN_PREFIX) and name[len(BUILTIN_PREFIX) :] != "minilm":
         model, tokenizer = build_tiny(name[len(BUILTIN_PREFIX) :])
-        detected = "encoder" if name.endswith("bert") else "causal-lm"
+        detected = _check_task(name, "encoder" if name.endswith("bert") else "causal-lm", task)
     else:
         path: str | Path = minilm_path() if name == f"{BUILTIN_PREFIX}minilm" else name
+        if Path(name).expanduser().exists():
+            path = Path(name).expanduser()
         kwargs: dict[str, Any] = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
-        config = tf.AutoConfig.from_pretrained(path, **kwargs)
-        detected = "causal-lm" if _is_causal(config) else "encoder"
-        wanted = detected if task == "auto" else task
-        cls = tf.AutoModelForCausalLM if wanted == "causal-lm" else tf.AutoModel
+        try:
+            config = tf.AutoConfig.from_pretrained(path, **kwargs)
+        except OSError as exc:  # transformers' answer to a missing folder and an unreachable hub alike
+            reason = str(exc).splitlines()[0]
+            raise ValueError(
+                f"model.name {name!r} is neither a built-in {[BUILTIN_PREFIX + b for b in BUILTINS]}, a model "
+                f"folder, nor a Hugging Face id this machine can load: {reason}"
+            ) from None
+        # Checked before the weights load: a wrong task fails in a second, not after a download.
+        detected = _check_task(name, "causal-lm" if _is_causal(config) else "encoder", task)
+        cls = tf.AutoModelForCausalLM if detected == "causal-lm" else tf.AutoModel
         dtype = "auto" if spec.dtype == "auto" else _DTYPES[spec.dtype]
         model = cls.from_pretrained(path, dtype=dtype, **kwargs)
         tokenizer = tf.AutoTokenizer.from_pretrained(path, **kwargs)
-    resolved = detected if task == "auto" else task
-    if resolved != detected:
-        raise ValueError(f"task {task!r} does not fit model {name!r}, which is a {detected} model")
     if spec.dtype in _DTYPES:
         model = model.to(_DTYPES[spec.dtype])
     model.to(device).eval().requires_grad_(False)
-    return LoadedModel(model, tokenizer, resolved, fingerprint(model), name)
+    return LoadedModel(model, tokenizer, detected, fingerprint(model), name)
+
+
+def _check_task(name: str, detected: str, task: str) -> str:
+    if task not in ("auto", detected):
+        raise ValueError(
+            f"task {task!r} does not fit model {name!r}, whose task is {detected!r}; use {detected!r} or 'auto'"
+        )
+    return detected
 
 
 def fingerprint(model: nn.Module) -> str:
