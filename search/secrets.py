@@ -6,7 +6,7 @@ import os
 import re
 from urllib.parse import urlsplit, urlunsplit
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 REDACTED = "***"
 
 
@@ -23,7 +23,7 @@ def expand_env(value: str, *, key: str) -> str:
             raise ValueError(f"{key}: environment variable {name} is referenced but not set")
         return os.environ[name]
 
-    return _VAR.sub(lookup, value)
+    return ENV_REFERENCE.sub(lookup, value)
 
 
 def redact_url(url: str) -> str:

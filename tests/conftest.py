@@ -107,6 +107,8 @@ def ray_head() -> Iterator[RayHead]:
     port, dashboard = free_port(), free_port()
     temp_dir = tempfile.mkdtemp(prefix="ray-pr-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # a token-authenticated head needs a token (kept in ~/.ray/auth_token, where clients find it)
+    subprocess.run([ray_bin, "get-auth-token", "--generate"], check=True, env=env, capture_output=True, timeout=120)
     subprocess.run(
         [ray_bin, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=true",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats",

@@ -144,6 +144,7 @@ class EvaluatorActor:
             spec,
             device=resolve_device(device, self._gpu_ids),
             torch_threads=torch_threads if torch_threads is not None else threads_for(cpus),
+            node_id=self._node_id,
         )
 
     def run(self, payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -164,7 +165,8 @@ def make_actors(
 ) -> list[ActorHandle[Any]]:
     """Start `count` evaluator actors on the running Ray cluster.
 
-    They build their evaluators concurrently; calls made before one is ready queue on it.
+    They build their evaluators concurrently; calls made before one is ready queue on it. Ray
+    places them with the SPREAD strategy: one per node before two on any node, where resources allow.
 
     Args:
         spec: the evaluator spec every actor builds.
@@ -181,6 +183,8 @@ def make_actors(
     """
     if count < 0:
         raise ValueError(f"count must not be negative, got {count}")
-    options = actor_options(num_cpus, num_gpus)
+    # SPREAD puts the replicas on different nodes where it can, so a generation's evaluations
+    # use the whole cluster instead of filling the first node that has room.
+    options = {**actor_options(num_cpus, num_gpus), "scheduling_strategy": "SPREAD"}
     logger.info("starting %d evaluator actors with %s", count, options)
     return [EvaluatorActor.options(**options).remote(spec, "auto", torch_threads) for _ in range(count)]  # type: ignore[attr-defined]

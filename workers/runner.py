@@ -2,8 +2,8 @@
 
 A *task payload* is the JSON-able dict that travels from the coordinator to a worker::
 
-    {"job": "evaluate" | "layer_errors" | "owl_scores" | "relax",
-     "levels": [int, ...] | None,      # level values in `space` unit order ("evaluate" only)
+    {"job": "evaluate" | "layer_errors" | "owl_scores" | "relax" | "latency",
+     "levels": [int, ...] | None,      # level values in `space` unit order ("evaluate", "latency")
      "fidelity": Fidelity.to_dict(),
      "params": {...}}                  # parameters of a statistics job
 
@@ -34,12 +34,17 @@ import torch
 from evaluators import Evaluator, EvaluatorSpec
 from spaces import Fidelity
 
+from .latency import latency_job
+
 logger = logging.getLogger(__name__)
 
 #: The jobs a payload may name. "evaluate" measures a profile; the others are statistics jobs
-#: that `Evaluator.run_job` answers (it names the ones it knows when given another).
-JOBS = ("evaluate", "layer_errors", "owl_scores", "relax")
+#: that `Evaluator.run_job` answers (it names the ones it knows when given another), except
+#: "latency", which times a profile (levels, or None for dense) with real kernels on this worker.
+JOBS = ("evaluate", "layer_errors", "owl_scores", "relax", "latency")
 PAYLOAD_KEYS = frozenset({"job", "levels", "fidelity", "params"})
+#: How much of a Ray node id (56 hex digits) a worker label shows: enough to tell nodes apart.
+NODE_LABEL_CHARS = 8
 
 
 def task_payload(
@@ -126,6 +131,8 @@ class EvaluatorRunner:
         spec: everything needed to build the evaluator.
         device: a torch device string ("cpu", "cuda", "cuda:1", ...).
         torch_threads: intra-op threads for torch in this process; None leaves torch's default.
+        node_id: the Ray node this runner lives on (the actor passes it); its first
+            `NODE_LABEL_CHARS` hex digits end the worker label.
 
     Raises:
         ValueError: a spec the model or data cannot satisfy (from `Evaluator`), or a thread
@@ -138,7 +145,9 @@ class EvaluatorRunner:
         >>> runner.run(task_payload("evaluate", levels, Fidelity(512)))["fitness"]  # doctest: +SKIP
     """
 
-    def __init__(self, spec: EvaluatorSpec, *, device: str = "cpu", torch_threads: int | None = None) -> None:
+    def __init__(
+        self, spec: EvaluatorSpec, *, device: str = "cpu", torch_threads: int | None = None, node_id: str | None = None
+    ) -> None:
         if torch_threads is not None:
             if torch_threads < 1:
                 raise ValueError(f"torch_threads must be at least 1, got {torch_threads}")
@@ -147,7 +156,10 @@ class EvaluatorRunner:
         self.evaluator = Evaluator(spec, device=device)
         self.space = self.evaluator.space
         gpu = _gpu_label(self.evaluator.device)
+        self.node_id = node_id
         self.worker = f"{socket.gethostname()}:{os.getpid()}" + (f":{gpu}" if gpu is not None else "")
+        if node_id is not None:  # several Ray nodes may share one host: say which node
+            self.worker += f"@{node_id[:NODE_LABEL_CHARS]}"
         logger.info(
             "worker %s ready in %.1fs: %s on %s, %d units",
             self.worker,
@@ -165,7 +177,7 @@ class EvaluatorRunner:
 
         Returns:
             ``{"fitness": float | None, "tokens": int, "seconds": float, "switched": int,
-            "perplexity": float | None, "data": {...}, "worker": "<host>:<pid>[:<gpu>]"}``;
+            "perplexity": float | None, "data": {...}, "worker": "<host>:<pid>[:<gpu>][@<node>]"}``;
             fitness, tokens, switched and perplexity come from the evaluation (None, 0, 0, None
             for statistics jobs), ``data`` is a statistics job's output ({} for evaluations),
             and ``seconds`` is the wall time of the whole job on this worker.
@@ -189,7 +201,13 @@ class EvaluatorRunner:
                 "data": {},
                 "worker": self.worker,
             }
-        data = self.evaluator.run_job(job, dict(payload.get("params") or {}), fidelity)
+        params = dict(payload.get("params") or {})
+        if job == "latency":
+            levels = payload.get("levels")
+            profile = None if levels is None else self.space.from_array(levels)
+            data = latency_job(self.evaluator, profile, fidelity, params)
+        else:
+            data = self.evaluator.run_job(job, params, fidelity)
         return {
             "fitness": None,
             "tokens": 0,
@@ -204,8 +222,8 @@ class EvaluatorRunner:
         """Who this worker is and what it holds.
 
         Returns:
-            JSON-able: ``worker``, ``hostname``, ``pid``, ``node_id`` (None here; the Ray actor
-            fills it in), ``device``, ``torch_threads``, ``model`` (the model fingerprint) and
+            JSON-able: ``worker``, ``hostname``, ``pid``, ``node_id`` (the Ray node given at
+            construction, None outside Ray), ``device``, ``torch_threads``, ``model`` (the model fingerprint) and
             ``space`` (`Space.summary()`) and ``layers`` (the inventory, so a coordinator can
             build the same `Space` without loading the model).
         """
@@ -213,7 +231,7 @@ class EvaluatorRunner:
             "worker": self.worker,
             "hostname": socket.gethostname(),
             "pid": os.getpid(),
-            "node_id": None,
+            "node_id": self.node_id,
             "device": str(self.evaluator.device),
             "torch_threads": torch.get_num_threads(),
             "model": self.evaluator.loaded.fingerprint,
