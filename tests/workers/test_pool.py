@@ -214,8 +214,8 @@ def test_failing_task_is_reported_after_max_attempts_and_the_pool_keeps_working(
     assert bad.error == "ValueError: cannot handle value bad"
     flaky = outcomes["flaky"]
     assert flaky.ok and flaky.attempts == 2
-    # A retry prefers an actor that has not failed the task.
-    assert flaky.value["pid"] != int(marker.read_text())
+    # (A retry prefers an actor that has not failed the task, but takes the one that failed it
+    # when that is the only idle one, so which actor ran it is not asserted.)
     assert all(outcomes[i].ok for i in range(4))
     assert pool.live_workers == 2
     pool.submit("after", {"value": "after"})
