@@ -99,6 +99,7 @@ def build_db(
         f"{size / 2**20:.1f} MiB",
         markup=False,
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -204,7 +205,10 @@ def resolve_storage(storage: str | None) -> str:
     from .secrets import expand_env
     from .spec import DEFAULT_STORAGE, ENV_STORAGE
 
-    return expand_env(storage or os.environ.get(ENV_STORAGE) or DEFAULT_STORAGE, key="--storage")
+    try:
+        return expand_env(storage or os.environ.get(ENV_STORAGE) or DEFAULT_STORAGE, key="--storage")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def main() -> None:
@@ -221,4 +225,10 @@ def main() -> None:
 
 
 # Commands that live in their own modules register here, one line each.
-from . import cli_launch  # noqa: E402, F401
+from . import cli_launch, cli_results  # noqa: E402, F401
+
+app.command("dashboard")(cli_results.dashboard)
+app.command("best")(cli_results.best)
+app.command("export")(cli_results.export)
+app.command("apply")(cli_results.apply)
+app.command("register")(cli_results.register)

@@ -8,8 +8,6 @@ only then is the study created; so an unknown Ray address leaves no study behind
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,11 +19,14 @@ from workers.runner import switch_distance, task_payload
 
 from .algorithms.base import Algorithm
 from .coordinator import Coordinator, Listener
+from .dashboard import attach_figures
 from .progress import LiveView
-from .results import layers_from_records
+from .raycluster import reachable, use_token_auth
+from .results import layers_from_records, record_space
 from .secrets import redact_text, url_password
 from .spec import Spec, algorithm_registry
 from .storage import SPACE, SPEC, SearchStudy, StorageError, TrialWriter, check_fingerprint, connect
+from .tracking import MlflowTracker, TrackingError
 
 logger = logging.getLogger(__name__)
 
@@ -62,28 +63,16 @@ def space_from_info(spec: Spec, infos: Sequence[dict[str, Any]]) -> Space:
     return Space(layers, spec.compression.level_scheme(), granularity=info["granularity"], model=infos[0]["model"])
 
 
-def _reachable(address: str, timeout: float = 5.0) -> bool:
-    """Whether something listens at ``[ray://]host:port`` (Ray itself waits minutes to give up)."""
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
-        return True  # "auto" and other forms: let Ray decide
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def _start_ray(address: str | None) -> bool:
     """Connect to Ray (or start a local one); returns whether this call started it."""
     import ray
 
     if ray.is_initialized():
         return False
-    if address and not _reachable(address):
+    if address and not reachable(address):
         raise SearchError(f"cannot connect to Ray at {address}: nothing answers there (is the head node up?)")
-    if address:  # Ray 2.60 clusters authenticate with a token; clients must say they use one
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    if address:
+        use_token_auth()
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -96,7 +85,7 @@ def run_search(spec: Spec, console: Console | None = None, listeners: Sequence[L
     """Run (or resume) the search a spec describes, to the end.
 
     Raises:
-        SearchError: bad input discovered while starting (storage, Ray, workers), with the reason.
+        SearchError: bad input discovered while starting (storage, Ray, MLflow, workers), with the reason.
         KeyboardInterrupt: after in-flight trials were marked FAIL and writes finished.
     """
     import ray
@@ -115,7 +104,10 @@ def run_search(spec: Spec, console: Console | None = None, listeners: Sequence[L
     started_ray = _start_ray(spec.workers.ray_address)
     pool = None
     writer = None
+    observers: list[Any] = []  # the MLflow run and the dashboard's figures; closed at the end
     try:
+        if spec.mlflow.enabled:  # before the workers load models: a wrong tracking URI fails fast
+            observers.append(MlflowTracker.start(spec))
         w = spec.workers
 
         def start(count: int) -> list[Any]:
@@ -129,18 +121,17 @@ def run_search(spec: Spec, console: Console | None = None, listeners: Sequence[L
         pool = WorkerPool(actors, actor_factory=lambda: start(1)[0], timeout_s=w.timeout_s, distance=switch_distance)
         space = space_from_info(spec, infos)
         algorithm = build_algorithm(spec, space)
-        # the layers let `pressroom best/export` rebuild the space without loading the model
-        record = {**space.summary(), "units": list(space.names), "layers": infos[0]["layers"]}
         study = SearchStudy.open(
             storage,
             spec.study_name,
             fingerprint=spec.fingerprint(),
-            attrs={SPEC: spec.public_dict(), SPACE: record},
+            attrs={SPEC: spec.public_dict(), SPACE: record_space(space)},
         )
         writer = TrialWriter(study)
         coordinator = Coordinator(algorithm, space, pool, study, writer)
         view = LiveView(console, coordinator.counters, f"pressroom: {spec.study_name}")
-        coordinator.listeners = [view, *listeners]
+        observers.append(attach_figures(spec, study.study, space))
+        coordinator.listeners = [view, *observers, *listeners]
         if coordinator.restore():
             console.print(f"resuming study {spec.study_name}", markup=False, highlight=False)
         try:
@@ -157,7 +148,11 @@ def run_search(spec: Spec, console: Console | None = None, listeners: Sequence[L
         )
     except StorageError as exc:
         raise SearchError(redact_text(str(exc), [secret])) from None
+    except TrackingError as exc:
+        raise SearchError(str(exc)) from None
     finally:
+        for observer in observers:
+            observer.close()
         if writer is not None and not writer.close(timeout=120):
             logger.error("some trial writes could not be finished; the checkpoint lets a rerun redo them")
         if pool is not None:

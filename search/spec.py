@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +31,9 @@ from .secrets import expand_env, redact_url
 ENV_STORAGE = "OPTUNA_STORAGE"
 ENV_TRACKING = "MLFLOW_TRACKING_URI"
 DEFAULT_STORAGE = "sqlite:///pressroom.db"
+#: The folder of Optuna's artifact store (the figures optuna-dashboard shows) for the default
+#: cache folder; a spec's is ``<cache_dir>/artifacts`` unless it says `artifacts` (docs/results.md).
+DEFAULT_ARTIFACTS = "~/.cache/pressroom/artifacts"
 
 
 class SpecError(ValueError):
@@ -88,6 +92,14 @@ class WorkersSpec(_Strict):
     ray_address: str | None = None
     torch_threads: int | None = Field(None, ge=1)
 
+    @field_validator("gpus_per_worker", mode="before")
+    @classmethod
+    def _gpus(cls, value: Any) -> Any:
+        # Checked before the union so a bad value is one error, not one per alternative.
+        if value == "auto" or (isinstance(value, int | float) and not isinstance(value, bool) and value >= 0):
+            return value
+        raise ValueError("expected 'auto' or a number of GPUs >= 0")
+
 
 class MlflowSpec(_Strict):
     """MLflow tracking: a run per search."""
@@ -107,6 +119,9 @@ class Spec(_Strict):
     algorithm: AlgorithmSpec = AlgorithmSpec()
     workers: WorkersSpec = WorkersSpec()
     storage: str = Field(DEFAULT_STORAGE, min_length=1)
+    # The folder where the search publishes its figures (give the same to `pressroom dashboard
+    # --artifacts`); null means <cache_dir>/artifacts.
+    artifacts: str | None = Field(None, min_length=1)
     study: str | None = Field(None, min_length=1, max_length=512)
     seed: int = Field(0, ge=0, lt=2**32)
     mlflow: MlflowSpec = MlflowSpec()
@@ -116,7 +131,7 @@ class Spec(_Strict):
     @classmethod
     def _storage_url(cls, url: str) -> str:
         if "://" not in url:
-            raise ValueError(f"{redact_url(url)!r} is not a database URL; write e.g. {DEFAULT_STORAGE!r}")
+            raise ValueError(f"not a database URL; write e.g. {DEFAULT_STORAGE!r}")
         return url
 
     def evaluator_spec(self) -> EvaluatorSpec:
@@ -137,13 +152,26 @@ class Spec(_Strict):
         c = self.compression
         return f"{model}-{c.scheme}-{c.target:g}-{self.algorithm.name}-seed{self.seed}"
 
+    def artifacts_dir(self) -> Path:
+        """The folder of the study's figures (Optuna's file-system artifact store)."""
+        return Path(self.artifacts or Path(self.cache_dir) / "artifacts").expanduser()
+
     def storage_url(self) -> str:
-        """The storage URL with ``${VAR}`` expanded (holds secrets: never print it)."""
-        return expand_env(self.storage, key="storage")
+        """The storage URL with ``${VAR}`` expanded (holds secrets: never print it).
+
+        Raises:
+            SpecError: the URL references an unset environment variable.
+        """
+        return _expand(self.storage, "storage")
 
     def tracking_uri(self) -> str | None:
+        """The MLflow tracking URI with ``${VAR}`` expanded, or None for MLflow's default.
+
+        Raises:
+            SpecError: the URI references an unset environment variable.
+        """
         uri = self.mlflow.tracking_uri
-        return None if uri is None else expand_env(uri, key="mlflow.tracking_uri")
+        return None if uri is None else _expand(uri, "mlflow.tracking_uri")
 
     def fingerprint(self) -> str:
         """What makes two searches the same search: model, data, compression, algorithm, seed."""
@@ -165,6 +193,15 @@ class Spec(_Strict):
         return data
 
 
+def _expand(value: str, key: str) -> str:
+    # Variables are read when a URL is used, not when the spec is validated, so a spec that
+    # names ${PGPASSWORD} validates anywhere; the user still gets one line naming the key.
+    try:
+        return expand_env(value, key=key)
+    except ValueError as exc:
+        raise SpecError([str(exc)]) from None
+
+
 def _apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> None:
     for dotted, value in overrides.items():
         if value is None:
@@ -179,31 +216,69 @@ def _apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> None:
         node[last] = value
 
 
-def _format_errors(source: str, exc: ValidationError, prefix: str = "") -> list[str]:
+# How algorithm configs word a bad value (search/algorithms/_validate.py): the field is folded
+# into the key path so the line reads like every other one.
+_CONFIG_ERROR = re.compile(r"\w+\.(\w+) = (.*) is not allowed: (.*)", re.DOTALL)
+
+
+def _config_error(message: str) -> tuple[str | None, str]:
+    """(field, message without the config's class name) for an algorithm config's error."""
+    match = _CONFIG_ERROR.fullmatch(message)
+    if match is None:
+        return None, message
+    return match.group(1), f"{match.group(2)} is not allowed: {match.group(3)}"
+
+
+def _allowed_keys(section: Any, path: list[str]) -> list[str]:
+    """The keys a spec section accepts, found by walking `path` down from `section`."""
+    for part in path:
+        fields = getattr(section, "model_fields", {})
+        if part not in fields:
+            return []
+        section = fields[part].annotation
+    if dataclasses.is_dataclass(section):
+        return [field.name for field in dataclasses.fields(section) if field.init]
+    return list(getattr(section, "model_fields", {}))
+
+
+def _format_errors(source: str, exc: ValidationError, prefix: str = "", section: Any = None) -> list[str]:
+    """One line per key: ``SOURCE: KEY.PATH: what is wrong (got VALUE)``.
+
+    `section` is the type validated at `prefix` (the `Spec` when there is no prefix); unknown
+    keys are answered with the keys it accepts.
+    """
     lines: list[str] = []
     seen: set[str] = set()
     for error in exc.errors():
-        parts = [prefix] if prefix else []
-        parts += [str(part) for part in error["loc"] if not str(part).startswith("function-")]
-        loc = ".".join(parts)
-        if loc in seen:  # a union reports each alternative; one line per key is enough
+        parts = [str(part) for part in error["loc"] if not str(part).startswith("function-")]
+        message = error["msg"].removeprefix("Value error, ")
+        field, message = _config_error(message)
+        if field is not None:  # the message already shows the value
+            parts.append(field)
+        loc = ".".join([prefix, *parts] if prefix else parts)
+        if loc in seen:  # one line per key, even where a union reports each alternative
             continue
         seen.add(loc)
-        message = error["msg"].removeprefix("Value error, ")
-        shown = error.get("input")
-        if error["type"] == "extra_forbidden":
-            message = "unknown key (check its spelling and the section it is in)"
+        if error["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+            allowed = _allowed_keys(section or Spec, parts[:-1])
+            message = f"unknown key; allowed here: {allowed}" if allowed else "unknown key"
         elif error["type"] == "missing":
             message = "required key is missing"
-        value = "" if isinstance(shown, dict) or error["type"] == "missing" else f" (got {_short(shown)})"
+        shown = error.get("input")
+        hidden = field is not None or isinstance(shown, dict | BaseModel) or error["type"] == "missing"
+        value = "" if hidden else f" (got {_short(shown)})"
         lines.append(f"{source}: {loc or '(top level)'}: {message}{value}")
     return lines
 
 
+# "user:password@" in a string that is not a well-formed URL (e.g. "postgresql:/u:pw@db").
+_USERINFO = re.compile(r":[^:@/\s]+@")
+
+
 def _short(value: Any) -> str:
     text = repr(value)
-    if isinstance(value, str) and "://" in value:
-        text = repr(redact_url(value))
+    if isinstance(value, str) and "@" in value:  # a URL, perhaps malformed: never echo its password
+        text = repr(_USERINFO.sub(":***@", redact_url(value)))
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -233,9 +308,10 @@ def load_spec_text(text: str, *, source: str = "<spec>", overrides: Mapping[str,
     try:
         spec.algorithm.config()
     except ValidationError as exc:
-        raise SpecError(_format_errors(source, exc, prefix="algorithm.params")) from None
+        config_cls = algorithm_registry()[spec.algorithm.name][1]
+        raise SpecError(_format_errors(source, exc, prefix="algorithm.params", section=config_cls)) from None
     except ValueError as exc:
-        raise SpecError([f"{source}: algorithm.preset: {exc}"]) from None
+        raise SpecError([f"{source}: algorithm.preset: {_config_error(str(exc))[1]}"]) from None
     return spec
 
 
@@ -250,6 +326,7 @@ def load_spec(path: str | Path, overrides: Mapping[str, Any] | None = None) -> S
 
 
 __all__ = [
+    "DEFAULT_ARTIFACTS",
     "ENV_STORAGE",
     "ENV_TRACKING",
     "AlgorithmSpec",
