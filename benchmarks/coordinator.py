@@ -64,7 +64,9 @@ def run(url: str, space: Space, workers: int, seconds: float, algorithm: str, ev
     if algorithm == "random":
         config = config_cls(tokens=2048, budget_tokens=2048 * evaluations)
     else:
-        config = config_cls(generations=max(1, evaluations // 74), offspring=64, stages=((8, 256), (2, 1024), (1, 2048)))
+        config = config_cls(
+            generations=max(1, evaluations // 74), offspring=64, stages=((8, 256), (2, 1024), (1, 2048))
+        )
     algo = cls(space, config, 0)
     weights = np.random.default_rng(1).normal(size=len(space)).tolist()
     actors = [SimulatedEvaluator.remote(seconds, weights) for _ in range(workers)]
@@ -103,7 +105,9 @@ def main() -> None:
         print(f"{args.layers}-layer profiles, {args.eval_ms:.0f} ms evaluations, PostgreSQL, {os.cpu_count()} CPUs")
         for algorithm in ("random", "evopress"):
             print(f"\n{algorithm}:")
-            print(f"{'workers':>8} {'evals':>6} {'wall s':>8} {'ideal s':>8} {'overhead':>9} {'speedup':>8} {'writes':>7}")
+            print(
+                f"{'workers':>8} {'evals':>6} {'wall s':>8} {'ideal s':>8} {'overhead':>9} {'speedup':>8} {'writes':>7}"
+            )
             base = None
             for n in args.workers:
                 r = run(url, space, n, seconds, algorithm, args.per_worker * n)

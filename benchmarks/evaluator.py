@@ -21,8 +21,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from evaluators import Evaluator, EvaluatorSpec  # noqa: E402
-from spaces import Fidelity  # noqa: E402
+from evaluators import Evaluator, EvaluatorSpec
+from spaces import Fidelity
 
 
 def children(evaluator: Evaluator, count: int, rng: np.random.Generator) -> list:
@@ -55,7 +55,12 @@ def main() -> None:
         {
             "model": {"name": args.model},
             "compression": {"target": 0.6, "compressor": args.compressor, "levels": {"max_levels": 4}},
-            "data": {"seq_len": seq_len, "calibration_tokens": 8 * args.tokens, "heldout_tokens": 1024, "stats_tokens": 2048},
+            "data": {
+                "seq_len": seq_len,
+                "calibration_tokens": 8 * args.tokens,
+                "heldout_tokens": 1024,
+                "stats_tokens": 2048,
+            },
         }
     )
     evaluator = Evaluator(spec)
@@ -96,7 +101,10 @@ def main() -> None:
           f"{cache.max_bytes / 2**20:.0f} MiB")  # fmt: skip
     if evaluator.task == "causal-lm":
         per_token = 6 * spec.data.teacher_topk
-        print(f"{'teacher bytes per token (top-K)':<34} {per_token:8d}   (K = {spec.data.teacher_topk}: fp16 value + int32 id)")
+        print(
+            f"{'teacher bytes per token (top-K)':<34} {per_token:8d}"
+            f"   (K = {spec.data.teacher_topk}: fp16 value + int32 id)"
+        )
     else:
         hidden = int(evaluator.model.config.hidden_size)
         print(f"{'teacher bytes per sequence':<34} {4 * hidden:8d}   (one fp32 embedding of {hidden})")

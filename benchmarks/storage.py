@@ -36,7 +36,10 @@ def measure(url: str, layers: int, trials: int) -> dict[str, float]:
     out = {}
     for label, template in (
         ("params", lambda: create_trial(state=TrialState.RUNNING, params=levels, distributions=distributions)),
-        ("json attribute", lambda: create_trial(state=TrialState.RUNNING, user_attrs={"levels": list(levels.values())})),
+        (
+            "json attribute",
+            lambda: create_trial(state=TrialState.RUNNING, user_attrs={"levels": list(levels.values())}),
+        ),
     ):
         times = []
         for _ in range(trials):
@@ -61,7 +64,9 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as folder:
             results = {
-                "PostgreSQL": measure(f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}", args.layers, args.trials),
+                "PostgreSQL": measure(
+                    f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}", args.layers, args.trials
+                ),
                 "SQLite": measure(f"sqlite:///{folder}/bench.db", args.layers, args.trials),
             }
     finally:

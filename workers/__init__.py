@@ -11,6 +11,7 @@ Example:
 """
 
 from .actor import EvaluatorActor, actor_options, gpus_per_actor, make_actors, resolve_device, threads_for
+from .latency import LatencyReport, LatencyTable, build_table, measure_latency, profile_latency
 from .pool import Outcome, WorkerPool
 from .runner import JOBS, EvaluatorRunner, switch_distance, task_payload
 
@@ -18,11 +19,16 @@ __all__ = [
     "JOBS",
     "EvaluatorActor",
     "EvaluatorRunner",
+    "LatencyReport",
+    "LatencyTable",
     "Outcome",
     "WorkerPool",
     "actor_options",
+    "build_table",
     "gpus_per_actor",
     "make_actors",
+    "measure_latency",
+    "profile_latency",
     "resolve_device",
     "switch_distance",
     "task_payload",

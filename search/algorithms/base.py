@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 #: Jobs a candidate may ask a worker to run. "evaluate" measures the fitness of `profile`;
 #: the others compute model statistics a baseline needs and return them in `Result.data`.
-JOBS = ("evaluate", "relax", "layer_errors", "owl_scores")
+JOBS = ("evaluate", "relax", "layer_errors", "owl_scores", "latency")
 
 
 @dataclass(frozen=True)
