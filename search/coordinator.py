@@ -125,12 +125,14 @@ class Coordinator:
         if state is None:
             return False
         self.algorithm.load_state_dict(state)
-        # evaluations after the checkpoint: the restored algorithm asks these ids again
-        self._replay = {
-            i: e for i, e in self.study.evaluations().items() if e.fitness is not None and i >= state["next_id"]
-        }
+        # Any recorded evaluation may be asked again: those after the checkpoint, and those
+        # created (but not yet told) before it. Ids told before the checkpoint never come back.
+        self._replay = {i: e for i, e in self.study.evaluations().items() if e.fitness is not None}
+        for record in self._replay.values():
+            if record.trial_state in (TrialState.COMPLETE, TrialState.PRUNED):
+                self.writer.adopt(record.member, record.trial_id, record.trial_state)
         logger.info(
-            "resumed study %s at %d evaluations asked; %d recorded evaluations can be replayed",
+            "resumed study %s at %d evaluations asked; %d evaluations are recorded for replay",
             self.study.name, state["next_id"], len(self._replay),
         )  # fmt: skip
         return True
