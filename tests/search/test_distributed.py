@@ -106,7 +106,8 @@ def test_a_killed_worker_leaves_its_candidate_to_another(write_spec, postgres_ur
         if not killed and len(recorder.results) == 5:
             from ray.util.state import list_actors
 
-            alive = list_actors(filters=[("class_name", "=", "EvaluatorActor"), ("state", "=", "ALIVE")])
+            filters = [("class_name", "=", "EvaluatorActor"), ("state", "=", "ALIVE")]
+            alive = list_actors(address=ray_head.address, filters=filters)
             os.kill(alive[0].pid, signal.SIGKILL)
             killed.append(alive[0].pid)
 
