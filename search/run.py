@@ -81,17 +81,77 @@ def _start_ray(address: str | None) -> bool:
     return True
 
 
-def run_search(spec: Spec, console: Console | None = None, listeners: Sequence[Listener] = ()) -> SearchOutcome:
+class Workers:
+    """Ray and a pool of evaluator actors for one model, reusable by several searches.
+
+    Args:
+        spec: the spec whose model, compression, data and workers to use.
+
+    Raises:
+        SearchError: Ray cannot be reached, or the workers cannot start.
+    """
+
+    def __init__(self, spec: Spec) -> None:
+        import ray
+
+        from workers import WorkerPool, make_actors
+
+        self._started_ray = _start_ray(spec.workers.ray_address)
+        self.pool: Any = None
+        w = spec.workers
+
+        def start(count: int) -> list[Any]:
+            return make_actors(spec.evaluator_spec(), count, w.cpus_per_worker, w.gpus_per_worker, w.torch_threads)
+
+        try:
+            actors = start(w.count)
+            try:
+                infos = ray.get([actor.info.remote() for actor in actors])
+            except ray.exceptions.RayError as exc:
+                raise SearchError(f"the workers could not start: {_cause(exc)}") from None
+            self.pool = WorkerPool(
+                actors, actor_factory=lambda: start(1)[0], timeout_s=w.timeout_s, distance=switch_distance
+            )
+            self.space = space_from_info(spec, infos)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        import ray
+
+        if self.pool is not None:
+            self.pool.shutdown()
+            self.pool = None
+        if self._started_ray:
+            ray.shutdown()
+            self._started_ray = False
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def run_search(
+    spec: Spec,
+    console: Console | None = None,
+    listeners: Sequence[Listener] = (),
+    workers: Workers | None = None,
+) -> SearchOutcome:
     """Run (or resume) the search a spec describes, to the end.
+
+    Args:
+        spec: the search.
+        console: where the live view draws.
+        listeners: more coordinator listeners.
+        workers: workers to reuse (their model must be the spec's); None starts and stops its own.
 
     Raises:
         SearchError: bad input discovered while starting (storage, Ray, MLflow, workers), with the reason.
         KeyboardInterrupt: after in-flight trials were marked FAIL and writes finished.
     """
-    import ray
-
-    from workers import WorkerPool, make_actors
-
     console = console or Console(stderr=True)
     url = spec.storage_url()
     secret = url_password(url) or ""
@@ -101,25 +161,15 @@ def run_search(spec: Spec, console: Console | None = None, listeners: Sequence[L
     except StorageError as exc:
         raise SearchError(str(exc)) from None
 
-    started_ray = _start_ray(spec.workers.ray_address)
-    pool = None
+    own = None
     writer = None
     observers: list[Any] = []  # the MLflow run and the dashboard's figures; closed at the end
     try:
         if spec.mlflow.enabled:  # before the workers load models: a wrong tracking URI fails fast
             observers.append(MlflowTracker.start(spec))
-        w = spec.workers
-
-        def start(count: int) -> list[Any]:
-            return make_actors(spec.evaluator_spec(), count, w.cpus_per_worker, w.gpus_per_worker, w.torch_threads)
-
-        actors = start(w.count)
-        try:
-            infos = ray.get([actor.info.remote() for actor in actors])
-        except ray.exceptions.RayError as exc:
-            raise SearchError(f"the workers could not start: {_cause(exc)}") from None
-        pool = WorkerPool(actors, actor_factory=lambda: start(1)[0], timeout_s=w.timeout_s, distance=switch_distance)
-        space = space_from_info(spec, infos)
+        if workers is None:
+            workers = own = Workers(spec)
+        pool, space = workers.pool, workers.space
         algorithm = build_algorithm(spec, space)
         study = SearchStudy.open(
             storage,
@@ -155,10 +205,8 @@ def run_search(spec: Spec, console: Console | None = None, listeners: Sequence[L
             observer.close()
         if writer is not None and not writer.close(timeout=120):
             logger.error("some trial writes could not be finished; the checkpoint lets a rerun redo them")
-        if pool is not None:
-            pool.shutdown()
-        if started_ray:
-            ray.shutdown()
+        if own is not None:
+            own.close()
 
 
 def build_algorithm(spec: Spec, space: Space) -> Algorithm:
@@ -198,4 +246,4 @@ def _cause(exc: BaseException) -> str:
     return (errors[-1] if errors else lines[-1] if lines else repr(exc)).strip()[:500]
 
 
-__all__ = ["SearchError", "SearchOutcome", "build_algorithm", "run_search"]
+__all__ = ["SearchError", "SearchOutcome", "Workers", "build_algorithm", "run_search"]
