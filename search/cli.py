@@ -133,6 +133,54 @@ def search_command(
     show_outcome(spec, outcome)
 
 
+@app.command("compare")
+def compare_command(
+    spec_path: SpecArg,
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated: evopress,random,random-sh,dass,uniform,owl,dp,tpe,cmaes.")
+    ] = "evopress,random,random-sh,uniform,owl,dp",
+    budget_tokens: Annotated[int, typer.Option(help="Forwarded tokens each method may spend.")] = 500_000,
+    seeds: Annotated[int, typer.Option(min=1, help="Runs per method (seeds of the methods' own randomness).")] = 3,
+    storage: StorageOpt = None,
+    study: Annotated[str | None, typer.Option(help="Prefix of the studies (default: the spec's study name).")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (default: a local Ray).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Number of evaluator workers.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write the table as JSON here.")] = None,
+) -> None:
+    """Run several methods on one evaluator at one budget of forwarded tokens, and compare them."""
+    import json
+
+    from rich.table import Table
+
+    from .compare import compare, parse_methods, record, summarize
+    from .run import SearchError
+
+    try:
+        chosen = parse_methods(methods)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    overrides = {"storage": storage, "study": study, "workers.count": workers}
+    spec = read_spec(spec_path, **overrides, **{"workers.ray_address": ray_address})
+    try:
+        runs = compare(spec, chosen, budget_tokens=budget_tokens, seeds=seeds, console=err)
+        figure = record(spec, runs, budget_tokens)
+    except SearchError as exc:
+        raise UsageError(str(exc)) from None
+    rows = summarize(runs)
+    table = Table(title=f"{spec.study_name}: {budget_tokens:,} forwarded tokens per run, {seeds} seed(s)")
+    for column in ("method", "held-out fitness", "spread (sd)", "best seed", "wall s", "evaluations", "tokens"):
+        table.add_column(column, justify="right")
+    for row in sorted(rows, key=lambda r: (r["heldout_mean"] is None, r["heldout_mean"])):
+        mean = "-" if row["heldout_mean"] is None else f"{row['heldout_mean']:.5g}"
+        best = "-" if row["heldout_min"] is None else f"{row['heldout_min']:.5g}"
+        table.add_row(row["method"], mean, f"{row['heldout_std']:.2g}", best, f"{row['seconds']:.0f}",
+                      f"{row['evaluations']:.0f}", f"{row['tokens']:,.0f}")  # fmt: skip
+    out.print(table)
+    out.print(f"figure: {figure}", markup=False, highlight=False, soft_wrap=True)
+    if output is not None:
+        output.write_text(json.dumps({"budget_tokens": budget_tokens, "rows": rows}, indent=1))
+
+
 def show_outcome(spec: Spec, outcome: Any) -> None:
     """The end-of-search table: held-out fitness of uniform vs the found profile, and next steps."""
     from rich.table import Table

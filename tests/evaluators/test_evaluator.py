@@ -155,3 +155,13 @@ def test_statistics_jobs(make_evaluator):
 def test_encoder_metric_must_fit_the_task(make_evaluator):
     with pytest.raises(ValueError, match="does not fit"):
         make_evaluator(model={"name": "pressroom:tiny-bert"}, data={"metric": "kl"})
+
+
+def test_statistics_jobs_do_not_depend_on_the_profile_held(make_evaluator):
+    evaluator = make_evaluator(**TINY_LLAMA, compression={"target": 0.5, "compressor": "magnitude"})
+    evaluator.apply(None)
+    dense_ratios = evaluator.owl_ratios(5.0)
+    dense_errors = evaluator.layer_errors()
+    evaluator.apply(evaluator.space.sample(np.random.default_rng(4)))
+    assert evaluator.owl_ratios(5.0) == dense_ratios
+    assert evaluator.layer_errors() == dense_errors
