@@ -168,13 +168,18 @@ def compare_command(
         raise UsageError(str(exc)) from None
     rows = summarize(runs)
     table = Table(title=f"{spec.study_name}: {budget_tokens:,} forwarded tokens per run, {seeds} seed(s)")
-    for column in ("method", "held-out fitness", "spread (sd)", "best seed", "wall s", "evaluations", "tokens"):
+    columns = ["method", "held-out fitness", "spread (sd)", "best seed", "wall s", "evaluations", "tokens"]
+    causal = any(row["perplexity_mean"] is not None for row in rows)
+    for column in [*columns, *(["perplexity"] if causal else [])]:
         table.add_column(column, justify="right")
     for row in sorted(rows, key=lambda r: (r["heldout_mean"] is None, r["heldout_mean"])):
         mean = "-" if row["heldout_mean"] is None else f"{row['heldout_mean']:.5g}"
         best = "-" if row["heldout_min"] is None else f"{row['heldout_min']:.5g}"
-        table.add_row(row["method"], mean, f"{row['heldout_std']:.2g}", best, f"{row['seconds']:.0f}",
-                      f"{row['evaluations']:.0f}", f"{row['tokens']:,.0f}")  # fmt: skip
+        cells = [row["method"], mean, f"{row['heldout_std']:.2g}", best, f"{row['seconds']:.0f}",
+                 f"{row['evaluations']:.0f}", f"{row['tokens']:,.0f}"]  # fmt: skip
+        if causal:
+            cells.append("-" if row["perplexity_mean"] is None else f"{row['perplexity_mean']:.3f}")
+        table.add_row(*cells)
     out.print(table)
     out.print(f"figure: {figure}", markup=False, highlight=False, soft_wrap=True)
     if output is not None:

@@ -141,6 +141,7 @@ class Run:
     seed: int
     study: str
     heldout: float | None
+    perplexity: float | None
     seconds: float
     evaluations: int
     tokens: int
@@ -203,7 +204,8 @@ def compare(
                 values = heldout_values(workers, [levels for _, levels in sampled], spec.data.heldout_tokens)
                 runs.append(
                     Run(
-                        method, k, study, outcome.heldout["best"]["fitness"], seconds, outcome.evaluations,
+                        method, k, study, outcome.heldout["best"]["fitness"], outcome.heldout["best"]["perplexity"],
+                        seconds, outcome.evaluations,
                         trajectory.points[-1][0] if trajectory.points else 0,
                         [(tokens, values[levels]) for tokens, levels in sampled],
                     )
@@ -224,12 +226,18 @@ def summarize(runs: Sequence[Run]) -> list[dict[str, Any]]:
                 "heldout_mean": statistics.fmean(values) if values else None,
                 "heldout_std": statistics.stdev(values) if len(values) > 1 else 0.0,
                 "heldout_min": min(values, default=None),
+                "perplexity_mean": _mean([run.perplexity for run in mine]),
                 "seconds": statistics.fmean(run.seconds for run in mine),
                 "evaluations": statistics.fmean(run.evaluations for run in mine),
                 "tokens": statistics.fmean(run.tokens for run in mine),
             }
         )
     return rows
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.fmean(known) if known else None
 
 
 def curve_figure(runs: Sequence[Run], title: str) -> Any:
