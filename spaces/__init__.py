@@ -13,7 +13,15 @@ Example:
 from ._fidelity import Fidelity
 from ._layers import GRANULARITIES, LayerInfo, Unit, make_units
 from ._profile import Profile
-from ._schemes import SCHEMES, BitwidthScheme, DropScheme, LevelScheme, SparsityScheme, scheme_from_dict
+from ._schemes import (
+    SCHEMES,
+    BitwidthScheme,
+    DropScheme,
+    LevelScheme,
+    MixedScheme,
+    SparsityScheme,
+    scheme_from_dict,
+)
 from ._space import Space
 
 __all__ = [
@@ -24,6 +32,7 @@ __all__ = [
     "Fidelity",
     "LayerInfo",
     "LevelScheme",
+    "MixedScheme",
     "Profile",
     "Space",
     "SparsityScheme",

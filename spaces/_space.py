@@ -291,10 +291,33 @@ class Space:
     def average(self, profile: Mapping[str, int]) -> float:
         """The weight-averaged meaning: actual average sparsity or bits, or the dropped share."""
         meanings = self.meanings(profile)
+        return self._mean([meanings[unit.name] for unit in self.units])
+
+    def expected_average(self, probabilities: Sequence[Sequence[float] | npt.NDArray[np.float64]]) -> float:
+        """`average` in expectation, when unit i takes level ``levels[i][j]`` with probability
+        ``probabilities[i][j]``: what a relaxed (soft) profile costs, in the target's units.
+
+        Raises:
+            ValueError: a row whose length is not its unit's number of levels.
+        """
+        if len(probabilities) != len(self.units):
+            raise ValueError(f"need one row of probabilities per unit ({len(self.units)}), got {len(probabilities)}")
+        means = []
+        for unit, levels, row in zip(self.units, self.levels, probabilities, strict=True):
+            p = np.asarray(row, dtype=np.float64)
+            if p.shape != (len(levels),):
+                raise ValueError(
+                    f"unit {unit.name!r}: need {len(levels)} probabilities (levels {list(levels)}), got {p.shape}"
+                )
+            means.append(float(p @ np.asarray([self.scheme.meaning(unit, level) for level in levels])))
+        return self._mean(means)
+
+    def _mean(self, values: Sequence[float]) -> float:
+        """Per-unit meanings averaged as the target is: over units for drop, else over weights."""
         if self.scheme.name == "drop":
-            return sum(meanings.values()) / len(self.units)
+            return sum(values) / len(self.units)
         total = sum(unit.numel for unit in self.units)
-        return sum(meanings[unit.name] * unit.numel for unit in self.units) / total
+        return sum(value * unit.numel for value, unit in zip(values, self.units, strict=True)) / total
 
     def summary(self) -> dict[str, Any]:
         """A JSON-able description: scheme, units, levels and the size of the space."""

@@ -481,10 +481,25 @@ def test_arrays_costs_meanings_and_settings_agree(space, seed):
         assert space.average(profile) == pytest.approx(space.budget / len(space))
         dropped_layers = sum(settings_.values())
         assert dropped_layers == sum(len(u.layers) for u in space.units if meanings[u.name] == 1.0)
+    one_hot = [
+        [float(level == chosen) for level in levels] for levels, chosen in zip(space.levels, levels, strict=True)
+    ]
+    assert space.expected_average(one_hot) == pytest.approx(space.average(profile))
     summary = space.summary()
     assert json.loads(json.dumps(summary)) == summary
     assert summary["units"] == len(space) and summary["layers"] == len(space.layers)
     assert summary["budget"] == space.budget and summary["exact_budget"] == space.exact
+
+
+def test_expected_average_mixes_the_levels_averages():
+    layers = [LayerInfo(f"l{i}", (n,), n, block=i) for i, n in enumerate((100, 300))]
+    bits = Space(layers, BitwidthScheme(4.0, choices=(2, 4, 8)))
+    # l0: 2 or 8 bits with equal odds (5 expected); l1: always 4: (100 * 5 + 300 * 4) / 400
+    assert bits.expected_average([[0.5, 0.0, 0.5], [0.0, 1.0, 0.0]]) == pytest.approx(4.25)
+    with pytest.raises(ValueError, match=r"unit 'l1': need 3 probabilities"):
+        bits.expected_average([[1.0, 0.0, 0.0], [1.0]])
+    with pytest.raises(ValueError, match=r"one row of probabilities per unit \(2\)"):
+        bits.expected_average([[1.0, 0.0, 0.0]])
 
 
 def test_uniform_profiles():
