@@ -7,17 +7,19 @@ the algorithm, workers, storage and tracking around them. Validation errors name
 from __future__ import annotations
 
 import fnmatch
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from spaces import BitwidthScheme, DropScheme, LevelScheme, SparsityScheme
+from spaces import BitwidthScheme, DropScheme, LevelScheme, MixedScheme, SparsityScheme
 
 #: Compressors allowed for each scheme; the first is the default.
 COMPRESSORS: dict[str, tuple[str, ...]] = {
     "sparsity": ("wanda", "sparsegpt", "magnitude"),
     "bitwidth": ("gptq", "rtn"),
     "drop": ("drop",),
+    "mixed": ("wanda", "sparsegpt", "magnitude"),
 }
 
 
@@ -54,12 +56,32 @@ class LevelsSpec(_Strict):
     choices: tuple[Annotated[int, Field(ge=1, le=16)], ...] = Field((2, 3, 4, 5, 6), min_length=1)
     group_size: int = Field(128, ge=1)
     exact_budget: bool = True
+    # mixed: dense, these unstructured sparsities, and the N:M pattern [n, m]
+    sparsities: tuple[Annotated[float, Field(gt=0.0, lt=1.0)], ...] = (0.5, 0.6, 0.7, 0.8)
+    nm: tuple[int, int] = (2, 4)
+    grain: int | None = Field(None, gt=0)
+
+    @field_validator("nm", mode="before")
+    @classmethod
+    def _pattern_text(cls, value: Any) -> Any:
+        if isinstance(value, str) and re.fullmatch(r"\s*\d+\s*:\s*\d+\s*", value):
+            return tuple(int(part) for part in value.split(":"))
+        if isinstance(value, int):  # YAML 1.1 reads an unquoted 2:4 as 2 * 60 + 4
+            raise ValueError("write the N:M pattern as [n, m] or as a quoted 'n:m', e.g. [2, 4]")
+        return value
+
+    @field_validator("nm")
+    @classmethod
+    def _pattern(cls, nm: tuple[int, int]) -> tuple[int, int]:
+        if not 1 <= nm[0] < nm[1]:
+            raise ValueError("an N:M pattern [n, m] needs 1 <= n < m, e.g. [2, 4]")
+        return nm
 
 
 class CompressionSpec(_Strict):
     """What to compress and to what budget."""
 
-    scheme: Literal["sparsity", "bitwidth", "drop"] = "sparsity"
+    scheme: Literal["sparsity", "bitwidth", "drop", "mixed"] = "sparsity"
     target: float = Field(0.6, gt=0.0)
     granularity: Literal["layer", "block"] = "layer"
     compressor: str | None = Field(None, validate_default=True)
@@ -72,8 +94,8 @@ class CompressionSpec(_Strict):
     @classmethod
     def _target(cls, target: float, info: ValidationInfo) -> float:
         scheme = info.data.get("scheme", "sparsity")
-        if scheme in ("sparsity", "drop") and not 0.0 < target < 1.0:
-            what = "average sparsity" if scheme == "sparsity" else "fraction of units to drop"
+        if scheme in ("sparsity", "drop", "mixed") and not 0.0 < target < 1.0:
+            what = "fraction of units to drop" if scheme == "drop" else "average sparsity"
             raise ValueError(f"the {what} must be strictly between 0 and 1")
         if scheme == "bitwidth" and not 1.0 <= target <= 16.0:
             raise ValueError("average bits must be between 1 and 16")
@@ -102,6 +124,15 @@ class CompressionSpec(_Strict):
         """The `spaces` scheme this section describes (unresolved)."""
         return _level_scheme(self.scheme, self.target, self.levels)
 
+    def database_params(self) -> dict[str, int]:
+        """The scheme parameters that change a compression database's content beyond its
+        settings: the quantisation group, or the N:M pattern (2:4 and 4:8 prune equal counts)."""
+        if self.scheme == "bitwidth":
+            return {"group_size": self.levels.group_size}
+        if self.scheme == "mixed":
+            return {"n": self.levels.nm[0], "m": self.levels.nm[1]}
+        return {}
+
     def selects(self, name: str) -> bool:
         """Whether a module name passes the include and exclude patterns."""
         included = any(fnmatch.fnmatchcase(name, pattern) for pattern in self.include)
@@ -113,6 +144,8 @@ def _level_scheme(scheme: str, target: float, lv: LevelsSpec) -> LevelScheme:
         return SparsityScheme(target, lv.step, lv.max_levels, lv.min_sparsity, lv.max_sparsity)
     if scheme == "bitwidth":
         return BitwidthScheme(target, lv.choices, lv.group_size, lv.exact_budget)
+    if scheme == "mixed":
+        return MixedScheme(target, lv.sparsities, lv.nm[0], lv.nm[1], lv.grain)
     return DropScheme(target)
 
 
@@ -133,6 +166,7 @@ class DataSpec(_Strict):
     metric: Literal["auto", "kl", "cosine", "nmse"] = "auto"
     teacher_topk: int = Field(512, ge=1)
     teacher_cache_mb: int = Field(1024, ge=1)
+    prefix_cache_mb: int = Field(1024, ge=0)
 
     @field_validator("heldout_tokens", "stats_tokens")
     @classmethod

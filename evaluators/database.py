@@ -4,9 +4,10 @@ One folder per (model, scheme settings, compressor, calibration) combination, na
 of them, holding one safetensors file per layer and `manifest.json` with the fingerprints and
 each file's SHA-256. Nested-mask compressors (magnitude, Wanda) store one ranking per layer that
 serves every level; SparseGPT and GPTQ store one weight per setting; RTN needs no statistics;
-drop stores nothing. A build writes each file under a temporary name, renames it, and then
-rewrites the manifest, so a killed build resumes with the layers it finished; a file whose hash
-does not match is rebuilt, never used.
+drop stores nothing. N:M levels of the mixed scheme (negative settings) store a keep-mask
+(magnitude, Wanda) or a weight (SparseGPT) under their setting. A build writes each file under a
+temporary name, renames it, and then rewrites the manifest, so a killed build resumes with the
+layers it finished; a file whose hash does not match is rebuilt, never used.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from safetensors.torch import save_file
 from spaces import LayerInfo
 
 from . import compressors
+from .compressors import nm
 from .data import Batch
 from .inventory import weight_view
 from .stats import LayerStats, collect_stats
@@ -190,7 +192,9 @@ class CompressionDatabase:
             groups = iter([dict.fromkeys((layer.name for layer in todo), None)])
         for group in groups:
             for name, stats in group.items():
-                tensors = cls._compress(compressor, modules[name], choices[name], stats, manifest["params"])
+                unstructured = [s for s in choices[name] if s >= 0]
+                tensors = cls._compress(compressor, modules[name], unstructured, stats, manifest["params"])
+                tensors.update(_compress_nm(compressor, modules[name], choices[name], stats, manifest["params"]))
                 entry: dict[str, Any] = {"file": None}
                 if tensors:
                     file = f"{name}.safetensors"
@@ -246,7 +250,8 @@ class CompressionDatabase:
         return self._rankings[name]
 
     def weight(self, name: str, setting: int) -> torch.Tensor:
-        """The stored compressed weight of a layer at a setting, shape (out, in)."""
+        """The stored compressed weight of a layer at a setting, shape (out, in); for an N:M
+        setting of magnitude or Wanda, its keep-mask (bool)."""
         return self._read(name, f"s{setting}")
 
     def _read(self, name: str, key: str) -> torch.Tensor:
@@ -257,3 +262,29 @@ class CompressionDatabase:
             if key not in handle.keys():  # noqa: SIM118 - safe_open has no __contains__
                 raise KeyError(f"the {self.compressor} database has no {key!r} for layer {name!r}")
             return handle.get_tensor(key)
+
+
+def _compress_nm(
+    compressor: str,
+    module: torch.nn.Module,
+    settings: Sequence[int],
+    stats: LayerStats | None,
+    params: Mapping[str, Any],
+) -> dict[str, torch.Tensor]:
+    """The N:M levels among a layer's settings (negated pruned counts, see `spaces.MixedScheme`),
+    each stored under its setting like any other: a keep-mask for magnitude and Wanda (their
+    unstructured ranking says nothing about a pattern), the pruned weight for SparseGPT."""
+    structured = [s for s in settings if s < 0]
+    if not structured:
+        return {}
+    n, m = int(params["n"]), int(params["m"])
+    weight = weight_view(module)  # (out, in)
+    if compressor == "magnitude":
+        value = nm.magnitude_nm_mask(weight, n, m)
+    elif compressor == "wanda":
+        assert stats is not None
+        value = nm.wanda_nm_mask(weight, stats.sq_norms, n, m)
+    else:
+        assert compressor == "sparsegpt" and stats is not None and stats.hessian is not None, compressor
+        value = nm.sparsegpt_nm_prune(weight, stats.hessian, n, m)
+    return {f"s{s}": value for s in structured}

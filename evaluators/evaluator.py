@@ -27,11 +27,14 @@ from torch import nn
 from spaces import Fidelity, Profile
 
 from . import fitness as fit
+from .compressors.nm import nm_weight
 from .config import EvaluatorSpec
 from .data import Batch, TokenData
 from .database import CompressionDatabase, Progress
 from .inventory import build_space, take_inventory, weight_view
 from .models import LoadedModel, load_model
+from .prefix import PrefixCache, find_blocks
+from .relaxed import relax
 from .stats import collect_stats, owl_outlier_ratios
 from .teacher import TeacherCache
 
@@ -52,6 +55,7 @@ class EvalResult:
         seconds: wall time, switching and teacher included.
         switched: layers whose weights were rewritten.
         perplexity: held-out perplexity of a causal LM, when asked for.
+        reused: the share of block passes taken from the prefix cache instead of computed.
     """
 
     fitness: float
@@ -59,6 +63,7 @@ class EvalResult:
     seconds: float
     switched: int
     perplexity: float | None = None
+    reused: float = 0.0
 
 
 class Evaluator:
@@ -104,6 +109,8 @@ class Evaluator:
         self.teacher_model = self._share_dense()
         self._current: dict[str, int | None] = dict.fromkeys(self._modules)
         self._orders: dict[str, torch.Tensor] = {}
+        self._block_of = {layer.name: layer.block for layer in self.inventory.layers}
+        self.prefix = PrefixCache(find_blocks(self.model, list(self._modules)), spec.data.prefix_cache_mb << 20)
         self._zero = torch.zeros((), dtype=next(self.model.parameters()).dtype, device=self.device)
         self._teacher: TeacherCache[list[Any]] = TeacherCache(
             spec.data.teacher_cache_mb << 20, lambda parts: sum(_nbytes(p) for p in parts)
@@ -132,7 +139,7 @@ class Evaluator:
             compressor=str(compression.compressor),
             choices=choices,
             calibration=f"{self.data.fingerprint}:{self.spec.data.stats_tokens}",
-            params={"group_size": compression.levels.group_size} if compression.scheme == "bitwidth" else {},
+            params=compression.database_params(),
         )
         return CompressionDatabase.build(
             self.cache_dir,
@@ -161,6 +168,7 @@ class Evaluator:
         return switched
 
     def _set_layer(self, name: str, setting: int | None) -> None:
+        self.prefix.changed(self._block_of[name])
         module = self._modules[name]
         scheme = self.spec.compression.scheme
         weight = module.weight.data
@@ -177,6 +185,9 @@ class Evaluator:
                 weight.zero_()
                 if name in self._dense_bias:
                     module.bias.data.zero_()
+            elif setting < 0:  # an N:M level of the mixed scheme: a stored keep-mask or weight
+                dense = weight_view(self.teacher_model.get_submodule(name))
+                weight_view(module).copy_(nm_weight(self.db.weight(name, setting), dense))
             elif self.db.nested:  # a comparison, not a scatter: streams through memory once
                 torch.where(self._order(name) < setting, self._zero, self._dense[name], out=weight)
             else:
@@ -206,9 +217,9 @@ class Evaluator:
         return max(1, LOGITS_BUDGET_BYTES // (self.data.seq_len * vocab * 4))
 
     def _outputs(self, model: nn.Module, chunk: Batch) -> torch.Tensor:
+        if self.task == "causal-lm":  # no KV cache: nothing is generated, and stand-in blocks fill none
+            return model(input_ids=chunk.input_ids, attention_mask=chunk.attention_mask, use_cache=False).logits
         out = model(input_ids=chunk.input_ids, attention_mask=chunk.attention_mask)
-        if self.task == "causal-lm":
-            return out.logits  # (B, S, V)
         return fit.mean_pool(out.last_hidden_state, chunk.attention_mask)  # (B, H)
 
     def _teacher_parts(self, batch: Batch, key: tuple[Any, ...]) -> list[Any]:
@@ -233,11 +244,20 @@ class Evaluator:
         """The fitness of whatever the model holds now, on `fidelity`'s tokens."""
         start = time.perf_counter()
         batch = self.data.batch(fidelity)
-        teacher = self._teacher_parts(batch, (fidelity.split, fidelity.batch, fidelity.tokens))
+        key = (fidelity.split, fidelity.batch, fidelity.tokens)
+        teacher = self._teacher_parts(batch, key)
         total, count, nll, targets = 0.0, 0, 0.0, 0
-        for chunk, reference in zip(batch.chunks(self._rows()), teacher, strict=True):
+        hidden = int(self.model.config.hidden_size)
+        reused = self.prefix.reused
+        self.prefix.begin(key, batch.input_ids.numel() * hidden * self._zero.element_size())
+        for index, (chunk, reference) in enumerate(zip(batch.chunks(self._rows()), teacher, strict=True)):
             chunk = chunk.to(self.device)
-            outputs = self._outputs(self.model, chunk)
+            try:
+                with self.prefix.replay(index):
+                    outputs = self._outputs(self.model, chunk)
+            except BaseException:
+                self.prefix.changed(0)  # a half-forwarded minibatch leaves nothing to reuse
+                raise
             if self.task == "causal-lm":
                 keep = chunk.attention_mask.reshape(-1).bool()
                 total += fit.kl_sum(reference, outputs.reshape(-1, outputs.shape[-1])[keep])
@@ -248,15 +268,19 @@ class Evaluator:
             else:
                 total += fit.distortion_sum(reference, outputs, self.metric)
                 count += outputs.shape[0]
+        self.prefix.end()
+        passes = len(self.prefix.blocks) * len(teacher)
         ppl = float(torch.tensor(nll / max(targets, 1)).exp()) if perplexity and targets else None
-        return EvalResult(total / count, batch.tokens, time.perf_counter() - start, 0, ppl)
+        share = (self.prefix.reused - reused) / passes
+        return EvalResult(total / count, batch.tokens, time.perf_counter() - start, 0, ppl, share)
 
     def evaluate(self, profile: Profile | Mapping[str, int] | None, fidelity: Fidelity) -> EvalResult:
         """Switch to `profile` (None = dense) and measure it on `fidelity`'s tokens."""
         start = time.perf_counter()
         switched = self.apply(profile)
         result = self.measure(fidelity, perplexity=fidelity.split == "heldout" and self.task == "causal-lm")
-        return EvalResult(result.fitness, result.tokens, time.perf_counter() - start, switched, result.perplexity)
+        seconds = time.perf_counter() - start
+        return EvalResult(result.fitness, result.tokens, seconds, switched, result.perplexity, result.reused)
 
     def heldout(self, profile: Profile | Mapping[str, int] | None, tokens: int | None = None) -> EvalResult:
         """The profile's fitness (and perplexity, for causal LMs) on the held-out split."""
@@ -296,8 +320,8 @@ class Evaluator:
         stats: dict[str, Any] = {}
         for group in collect_stats(self.model, self._modules, self.inventory.layers, batch, hessian=False):
             stats.update(group)
+        ratios = owl_outlier_ratios(self._modules, self.inventory.layers, stats, m)  # on the dense weights
         self._restore(saved)
-        ratios = owl_outlier_ratios(self._modules, self.inventory.layers, stats, m)
         return {str(block): ratio for block, ratio in ratios.items()}
 
     def _restore(self, settings: Mapping[str, int | None]) -> None:
@@ -311,6 +335,7 @@ class Evaluator:
         jobs: dict[str, Callable[[], dict[str, Any]]] = {
             "layer_errors": lambda: {"errors": self.layer_errors()},
             "owl_scores": lambda: {"ratios": self.owl_ratios(float(params.get("M", 5.0)))},
+            "relax": lambda: relax(self, params, fidelity),
         }
         if job not in jobs:
             raise ValueError(f"unknown job {job!r}; allowed: {sorted(jobs)}")

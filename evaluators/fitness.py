@@ -38,15 +38,19 @@ def teacher_topk(logits: torch.Tensor, k: int) -> TopK:
     return TopK(values if exact else values.half(), ids.to(torch.int32))
 
 
-def kl_sum(teacher: TopK, student_logits: torch.Tensor) -> float:
-    """Sum over tokens of KL(teacher || student) on the teacher's top-K tokens plus one tail bucket.
+def kl_terms(teacher: TopK, student_logits: torch.Tensor) -> torch.Tensor:
+    """Per token, KL(teacher || student) on the teacher's top-K tokens plus one tail bucket.
 
     The tail bucket holds the probability outside the top K for each model; KL of these coarsened
     distributions is a lower bound on the full KL (data processing) and equals it when K = V.
+    Differentiable in `student_logits` (the relaxed search back-propagates through it).
 
     Args:
         teacher: from `teacher_topk`, N tokens.
         student_logits: (N, V).
+
+    Returns:
+        (N,) float64.
     """
     logq = F.log_softmax(student_logits.double(), dim=-1)  # (N, V)
     logp_top = teacher.logp.double()  # (N, K)
@@ -57,7 +61,17 @@ def kl_sum(teacher: TopK, student_logits: torch.Tensor) -> float:
         q_tail = (1.0 - logq_top.exp().sum(-1)).clamp_min(1e-12)
         tail = torch.where(p_tail > 0, p_tail * (p_tail.clamp_min(1e-300).log() - q_tail.log()), 0.0)
         kl = kl + tail
-    return float(kl.sum())
+    return kl
+
+
+def kl_sum(teacher: TopK, student_logits: torch.Tensor) -> float:
+    """Sum over tokens of `kl_terms`.
+
+    Args:
+        teacher: from `teacher_topk`, N tokens.
+        student_logits: (N, V).
+    """
+    return float(kl_terms(teacher, student_logits).sum())
 
 
 def nll_sum(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor) -> tuple[float, int]:
@@ -86,16 +100,32 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return F.normalize(pooled.float(), dim=-1)
 
 
+def distortion_terms(teacher: torch.Tensor, student: torch.Tensor, metric: str) -> torch.Tensor:
+    """Per sequence, the embedding distortion: ``1 - cosine`` or normalised MSE (differentiable).
+
+    Args:
+        teacher, student: (B, H) embeddings.
+        metric: ``"cosine"`` or ``"nmse"``.
+
+    Returns:
+        (B,) float64.
+
+    Raises:
+        ValueError: an unknown metric.
+    """
+    t, s = teacher.double(), student.double()
+    if metric == "cosine":
+        return 1.0 - F.cosine_similarity(t, s, dim=-1)
+    if metric == "nmse":
+        return (t - s).square().sum(-1) / t.square().sum(-1).clamp_min(1e-30)
+    raise ValueError(f"unknown embedding metric {metric!r}; allowed: 'cosine', 'nmse'")
+
+
 def distortion_sum(teacher: torch.Tensor, student: torch.Tensor, metric: str) -> float:
-    """Sum over sequences of the embedding distortion: ``1 - cosine`` or normalised MSE.
+    """Sum over sequences of `distortion_terms`.
 
     Args:
         teacher, student: (B, H) embeddings.
         metric: ``"cosine"`` or ``"nmse"``.
     """
-    t, s = teacher.double(), student.double()
-    if metric == "cosine":
-        return float((1.0 - F.cosine_similarity(t, s, dim=-1)).sum())
-    if metric == "nmse":
-        return float(((t - s).square().sum(-1) / t.square().sum(-1).clamp_min(1e-30)).sum())
-    raise ValueError(f"unknown embedding metric {metric!r}; allowed: 'cosine', 'nmse'")
+    return float(distortion_terms(teacher, student, metric).sum())
