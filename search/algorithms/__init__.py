@@ -17,6 +17,7 @@ from __future__ import annotations
 from ._stages import SCHEDULES, Schedule, matched_budget
 from .base import JOBS, Algorithm, Candidate, Result, candidate_from_dict, candidate_to_dict
 from .baselines import OWL, AdditiveDP, AdditiveDPConfig, OWLConfig, Uniform, UniformConfig, owl_sparsities
+from .constraint import Constraint, ConstraintError
 from .dass import DASS, DASSConfig
 from .evopress import EvoPress, EvoPressConfig
 from .random_search import RandomSearch, RandomSearchConfig, RandomSearchSH, RandomSearchSHConfig
@@ -33,9 +34,13 @@ ALGORITHMS: dict[str, tuple[type[Algorithm], type]] = {
         (AdditiveDP, AdditiveDPConfig),
     )
 }
+#: The algorithms that take a `constraint` (``cls(space, config, seed, constraint)``) and ask only
+#: for profiles that meet it.
+CONSTRAINED = ("evopress", "random", "random-sh")
 
 __all__ = [
     "ALGORITHMS",
+    "CONSTRAINED",
     "DASS",
     "JOBS",
     "OWL",
@@ -44,6 +49,8 @@ __all__ = [
     "AdditiveDPConfig",
     "Algorithm",
     "Candidate",
+    "Constraint",
+    "ConstraintError",
     "DASSConfig",
     "EvoPress",
     "EvoPressConfig",

@@ -24,6 +24,7 @@ from spaces import Fidelity, Profile, Space
 from ._queue import QueueAlgorithm, json_float, read_float
 from ._validate import require
 from .base import Candidate, Result
+from .constraint import Constraint, check_reachable, restore
 
 logger = logging.getLogger(__name__)
 
@@ -222,9 +223,9 @@ class SelectionRound:
 class StagedSearch(QueueAlgorithm):
     """Rounds of multi-stage selection with an incumbent that joins every last stage.
 
-    Subclasses say what the next round is (`_plan`) and who enters it (`_entrants`); this class
-    runs the stages, keeps the incumbent, writes the history and stops before a round that would
-    overrun `budget_tokens`.
+    Subclasses say what the next round is (`_plan`) and who enters it (`_entrants`, meeting
+    `constraint` when there is one); this class runs the stages, keeps the incumbent, writes the
+    history and stops before a round that would overrun `budget_tokens`.
 
     History records (one per round): ``generation``; ``parent_fitness``, the incumbent's
     re-drawn last-stage value (None when it did not take part); ``fitness``, the winner's
@@ -233,8 +234,18 @@ class StagedSearch(QueueAlgorithm):
     incumbent; ``entrants``; ``tokens_asked``.
     """
 
-    def __init__(self, space: Space, seed: int, *, max_retries: int, budget_tokens: int | None) -> None:
+    def __init__(
+        self,
+        space: Space,
+        seed: int,
+        *,
+        max_retries: int,
+        budget_tokens: int | None,
+        constraint: Constraint | None = None,
+    ) -> None:
         super().__init__(space, seed, max_retries)
+        check_reachable(space, constraint, seed)
+        self.constraint = constraint
         self._budget_tokens = budget_tokens
         self._round: SelectionRound | None = None
         self._incumbent: list[int] | None = None
@@ -294,6 +305,10 @@ class StagedSearch(QueueAlgorithm):
         self._enqueue_stage(self._round)
 
     def _enqueue_stage(self, selection: SelectionRound) -> None:
+        while not selection.members() and not selection.last:
+            # No entrant came (every draw a duplicate, or over the constraint): the incumbent,
+            # which joins only the last stage, is all there is to evaluate.
+            selection.advance()
         fidelity = selection.fidelity()
         for member, levels in selection.members():
             self._enqueue(
@@ -354,6 +369,7 @@ class StagedSearch(QueueAlgorithm):
             "incumbent_fitness": None if self._incumbent_fitness is None else json_float(self._incumbent_fitness),
             "best_fitness": None if self._best_fitness is None else json_float(self._best_fitness),
             "exhausted": self._exhausted,
+            "constraint": None if self.constraint is None else self.constraint.to_dict(),
         }
 
     def _load_search_state(self, state: Mapping[str, Any]) -> None:
@@ -362,3 +378,4 @@ class StagedSearch(QueueAlgorithm):
         self._incumbent_fitness = read_float(state["incumbent_fitness"])
         self._best_fitness = read_float(state["best_fitness"])
         self._exhausted = bool(state["exhausted"])
+        restore(self.name, self.constraint, state.get("constraint"))

@@ -97,8 +97,9 @@ class DASS(OneShot):
     "expected_cost": float, "target_cost": float, "trace": [...]}``. The gradient steps'
     tokens (steps x tokens_per_step) count in `tokens_asked`.
 
-    History: the relaxed expected cost against the target, the rounded profile's exact cost,
-    then the evaluation (see `OneShot`).
+    History: the relaxed expected average (sparsity, bits or dropped share, under the final
+    distribution) against the target and their ``relative_gap``, the rounded profile's exact
+    cost and average, then the evaluation (see `OneShot`).
 
     Args:
         space: the search space (any scheme).
@@ -176,15 +177,25 @@ class DASS(OneShot):
                 raise ValueError(f"DASS: logits of {name!r} must be {len(levels)} finite numbers, got {row!r}")
             scores.append(log_softmax(values))
         profile = self.space.project(scores)
-        target = float(data.get("target_cost", self.space.budget))
         expected = data.get("expected_cost")
-        gap = None if expected is None else (float(expected) - target) / self.cost_scale
+        # The budget in the target's own units (average sparsity, bits, dropped share): the
+        # integer costs of a sparsity space are steps around the uniform profile, with budget 0,
+        # so a gap relative to them would mean nothing.
+        average = self.space.expected_average([np.exp(score) for score in scores])
+        target = float(self.space.scheme.target)
+        gap = (average - target) / target
         facts = {
             "expected_cost": None if expected is None else float(expected),
-            "target_cost": target,
+            "target_cost": float(data.get("target_cost", self.space.budget)),
+            "expected_average": average,
+            "target_average": target,
             "relative_gap": gap,
             "rounded_cost": self.space.cost(profile),
+            "rounded_average": self.space.average(profile),
             "steps": len(data.get("trace", [])),
         }
-        logger.info("%s: relaxed expected cost %s vs target %.6g; rounded to %s", self.name, expected, target, profile)
+        logger.info(
+            "%s: relaxed expected average %.6g vs target %.6g (%+.2f%%); rounded to %.6g",
+            self.name, average, target, 100 * gap, facts["rounded_average"],
+        )  # fmt: skip
         return profile, facts

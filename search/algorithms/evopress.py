@@ -21,11 +21,13 @@ from spaces import Space
 
 from ._stages import LevelArray, RoundPlan, StagedSearch, Stages, check_stages, schedule
 from ._validate import check_overrides, int_at_least, optional_int_at_least
+from .constraint import Constraint, allowed, sample_within
 
 logger = logging.getLogger(__name__)
 
 # Tries for one switch by rejection (a random group, a random unit pair in it) before falling
-# back to listing every valid pair; and tries to make one child that is not a duplicate.
+# back to listing every valid pair; and tries to make one child that is not a duplicate (and
+# meets the constraint, if any).
 _SWITCH_TRIES = 64
 _DUPLICATE_TRIES = 32
 
@@ -99,14 +101,18 @@ class EvoPress(StagedSearch):
     one member id across its stages; the parent gets a new member id each generation.
     `best` is the current parent with its last-stage value.
 
+    With a `constraint`, every child and every initial profile meets it; when the uniform
+    profile does not, the search starts from the best of `init_samples` random profiles that do.
+
     Args:
         space: the search space.
         config: the parameters (defaults: the reference sparsity schedule).
         seed: seeds mutation and initial sampling.
+        constraint: a limit on an additive estimate (e.g. latency) every candidate must meet.
 
     Raises:
-        ValueError: no two units can trade a level, or `generations` is None on a space that
-            is not a drop space.
+        ValueError: no two units can trade a level, `generations` is None on a space that
+            is not a drop space, or the constraint is (nearly) infeasible (`ConstraintError`).
 
     Example:
         >>> from spaces import LayerInfo, Space, SparsityScheme
@@ -118,9 +124,14 @@ class EvoPress(StagedSearch):
 
     name: ClassVar[str] = "evopress"
 
-    def __init__(self, space: Space, config: EvoPressConfig | None = None, seed: int = 0) -> None:
+    def __init__(
+        self, space: Space, config: EvoPressConfig | None = None, seed: int = 0, constraint: Constraint | None = None
+    ) -> None:
         self.config = config or EvoPressConfig()
-        super().__init__(space, seed, max_retries=self.config.max_retries, budget_tokens=self.config.budget_tokens)
+        super().__init__(
+            space, seed, max_retries=self.config.max_retries, budget_tokens=self.config.budget_tokens,
+            constraint=constraint,
+        )  # fmt: skip
         self.generations = self._generations(space, self.config.generations)
         # Units with a single level cannot move (Space groups them together, vacuously equal).
         movable = [tuple(u for u in group if len(space.levels[u]) > 1) for group in space.switch_groups]
@@ -135,6 +146,12 @@ class EvoPress(StagedSearch):
         self._group_cdf = sizes / sizes[-1]
         uniform = space.uniform()
         self._incumbent = None if uniform is None else [int(v) for v in space.to_array(uniform)]
+        if self._incumbent is not None and constraint is not None and not constraint.allows(self._incumbent):
+            logger.info(
+                "%s: the uniform profile violates the %s constraint; starting from the best of %d random "
+                "profiles that meet it", self.name, constraint.name, self.config.init_samples,
+            )  # fmt: skip
+            self._incumbent = None
         self._generation = 0  # the last generation started
 
     @property
@@ -167,21 +184,22 @@ class EvoPress(StagedSearch):
     def _entrants(self, plan: RoundPlan) -> list[LevelArray]:
         self._generation = plan.generation
         if plan.generation == 0:
-            return [self.space.sample_array(self.rng) for _ in range(plan.size)]
+            return [sample_within(self.space, self.rng, self.constraint) for _ in range(plan.size)]
         assert self._incumbent is not None, "generations >= 1 have a parent"
         return self._offspring(np.asarray(self._incumbent, dtype=np.int64), plan.size)
 
     # --- mutation ------------------------------------------------------------------------------
 
     def _offspring(self, parent: LevelArray, count: int) -> list[LevelArray]:
-        """`count` children that differ from the parent and from each other (or fewer)."""
+        """`count` children that differ from the parent and from each other and meet the
+        constraint (or fewer: a child that violates it is rejected like a duplicate)."""
         seen = {parent.tobytes()}
         children = []
         for _ in range(count):
             for _ in range(_DUPLICATE_TRIES):
                 child = self._mutate(parent)
                 key = child.tobytes()
-                if key not in seen:
+                if key not in seen and allowed(self.constraint, child):
                     seen.add(key)
                     children.append(child)
                     break

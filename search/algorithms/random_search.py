@@ -29,6 +29,7 @@ from ._stages import (
 )
 from ._validate import check_overrides, int_at_least, require
 from .base import Candidate, Result
+from .constraint import Constraint, check_reachable, restore, sample_within
 
 logger = logging.getLogger(__name__)
 
@@ -94,12 +95,17 @@ class RandomSearchConfig:
 class RandomSearch(QueueAlgorithm):
     """Exactly uniform samples, each on the same `tokens` of one fixed minibatch.
 
-    Sample i is candidate generation i; `best` is the lowest value seen.
+    Sample i is candidate generation i; `best` is the lowest value seen. With a `constraint`,
+    samples are exactly uniform over the feasible profiles that meet it (by rejection).
 
     Args:
         space: the search space.
         config: tokens and budget.
         seed: seeds the sampler.
+        constraint: a limit on an additive estimate (e.g. latency) every sample must meet.
+
+    Raises:
+        ConstraintError: a constraint no profile meets, or that uniform draws (nearly) never meet.
 
     Example:
         >>> from spaces import LayerInfo, Space, SparsityScheme
@@ -111,9 +117,17 @@ class RandomSearch(QueueAlgorithm):
 
     name: ClassVar[str] = "random"
 
-    def __init__(self, space: Space, config: RandomSearchConfig | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        space: Space,
+        config: RandomSearchConfig | None = None,
+        seed: int = 0,
+        constraint: Constraint | None = None,
+    ) -> None:
         self.config = config or RandomSearchConfig()
         super().__init__(space, seed, self.config.max_retries)
+        check_reachable(space, constraint, seed)
+        self.constraint = constraint
         self._drawn = 0
         self._best: tuple[list[int], float] | None = None
 
@@ -139,8 +153,9 @@ class RandomSearch(QueueAlgorithm):
             self._drawn += 1
 
     def _propose(self, index: int) -> Profile:
-        """Sample number `index`: here exactly uniform over the feasible profiles."""
-        return self.space.sample(self.rng)
+        """Sample number `index`: here exactly uniform over the feasible profiles that meet the
+        constraint, if any."""
+        return self.space.from_array(sample_within(self.space, self.rng, self.constraint))
 
     def _resolve(self, candidate: Candidate, result: Result, fitness: float) -> None:
         assert candidate.profile is not None, "random search only evaluates"
@@ -159,12 +174,14 @@ class RandomSearch(QueueAlgorithm):
         return {
             "drawn": self._drawn,
             "best": None if self._best is None else [self._best[0], json_float(self._best[1])],
+            "constraint": None if self.constraint is None else self.constraint.to_dict(),
         }
 
     def _load_search_state(self, state: Mapping[str, Any]) -> None:
         self._drawn = int(state["drawn"])
         best = state["best"]
         self._best = None if best is None else ([int(v) for v in best[0]], float(best[1]))
+        restore(self.name, self.constraint, state.get("constraint"))
 
 
 @dataclass(frozen=True)
@@ -220,6 +237,10 @@ class RandomSearchSH(StagedSearch):
         space: the search space.
         config: samples, stages and budget.
         seed: seeds the sampler.
+        constraint: a limit on an additive estimate (e.g. latency) every sample must meet.
+
+    Raises:
+        ConstraintError: a constraint no profile meets, or that uniform draws (nearly) never meet.
 
     Example:
         >>> from spaces import LayerInfo, Space, SparsityScheme
@@ -231,9 +252,18 @@ class RandomSearchSH(StagedSearch):
 
     name: ClassVar[str] = "random-sh"
 
-    def __init__(self, space: Space, config: RandomSearchSHConfig | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        space: Space,
+        config: RandomSearchSHConfig | None = None,
+        seed: int = 0,
+        constraint: Constraint | None = None,
+    ) -> None:
         self.config = config or RandomSearchSHConfig()
-        super().__init__(space, seed, max_retries=self.config.max_retries, budget_tokens=self.config.budget_tokens)
+        super().__init__(
+            space, seed, max_retries=self.config.max_retries, budget_tokens=self.config.budget_tokens,
+            constraint=constraint,
+        )  # fmt: skip
         self._rounds = 0  # rounds started
 
     def _plan(self) -> RoundPlan | None:
@@ -241,7 +271,7 @@ class RandomSearchSH(StagedSearch):
 
     def _entrants(self, plan: RoundPlan) -> list[LevelArray]:
         self._rounds = plan.generation + 1
-        return [self.space.sample_array(self.rng) for _ in range(plan.size)]
+        return [sample_within(self.space, self.rng, self.constraint) for _ in range(plan.size)]
 
     def _search_state(self) -> dict[str, Any]:
         return {**super()._search_state(), "rounds": self._rounds}

@@ -2,7 +2,8 @@
 
 Every algorithm in `ALGORITHMS` (and the Optuna samplers) is run through the same checks:
 feasibility of every candidate, determinism, exact resume from JSON mid-run, repeated and
-failed results. Then per algorithm: EvoPress reaches the known optimum of an additive fitness
+failed results; those in `CONSTRAINED` also under an additive constraint (the latency
+limit). Then per algorithm: EvoPress reaches the known optimum of an additive fitness
 in the number of evaluations the linear-fitness theory predicts, beats the additive-error DP
 when layers interact, and still improves under noisy minibatches; random search, DASS and the
 baselines do what ALGORITHMS.md says.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import itertools
 import json
 import logging
 import math
@@ -24,11 +26,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from scipy.stats import chisquare
 
 from search.algorithms import (
     ALGORITHMS,
+    CONSTRAINED,
     DASS,
     OWL,
     SCHEDULES,
@@ -36,6 +40,8 @@ from search.algorithms import (
     AdditiveDPConfig,
     Algorithm,
     Candidate,
+    Constraint,
+    ConstraintError,
     DASSConfig,
     EvoPress,
     EvoPressConfig,
@@ -735,7 +741,11 @@ def test_dass_rounds_the_relaxation_exactly_and_evaluates_it() -> None:
     choose, final = algo.history
     assert choose["target_cost"] == 0 and choose["rounded_cost"] == 0 and choose["steps"] == 2
     assert choose["expected_cost"] == problem.relax()["expected_cost"]
-    assert choose["relative_gap"] == pytest.approx(choose["expected_cost"] / algo.cost_scale)
+    softmax = [np.exp(row) / np.exp(row).sum() for row in map(np.asarray, problem.relax()["logits"])]
+    assert choose["expected_average"] == pytest.approx(space.expected_average(softmax))
+    target = space.scheme.target
+    assert choose["relative_gap"] == pytest.approx((choose["expected_average"] - target) / target)
+    assert choose["rounded_average"] == pytest.approx(space.average(evaluate.profile))
     assert final["fitness"] == algo.best[1]
     assert algo.tokens_asked == 30 * 128 + 1024
 
@@ -838,3 +848,167 @@ def test_optuna_samplers_improve_on_random_start(name: str) -> None:
     values = [problem.true(levels(c.profile)) for c in asked]
     assert algo.best is not None and algo.best[1] == min(values)
     assert min(values[30:]) < min(values[:10])  # the model-based phase beats the random start
+
+
+# --- (f) an additive constraint (the latency limit) ---------------------------------------------
+
+
+def random_constraint(space: Space, seed: int, share: float = 0.5) -> Constraint:
+    """Random per-unit, per-level values, limited at the `share` quantile of uniform profiles'
+    totals: about that share of the feasible set meets it."""
+    rng = np.random.default_rng(seed)
+    values = [rng.uniform(0.0, 1.0, len(levels)).tolist() for levels in space.levels]
+    free = Constraint.for_space(space, values, limit=0.0, offset=0.25, name="latency")
+    totals = [free.total(space.sample_array(rng)) for _ in range(200)]
+    return replace(free, limit=float(np.quantile(totals, share)))
+
+
+def make_constrained(name: str, space: Space, constraint: Constraint, seed: int = 0) -> Algorithm:
+    cls: Any = REGISTRY[name][0]
+    algo: Algorithm = cls(space, SMALL[name], seed, constraint)
+    return algo
+
+
+def test_the_constraint_records_and_checks_its_values() -> None:
+    space = sparsity_space(4, 0)
+    constraint = random_constraint(space, 0)
+    levels = space.sample_array(np.random.default_rng(1))
+    by_hand = 0.25 + sum(constraint.values[i][space.levels[i].index(int(v))] for i, v in enumerate(levels))
+    assert constraint.total(levels) == pytest.approx(by_hand)
+    assert Constraint.from_dict(strict_json(constraint.to_dict())) == constraint
+    with pytest.raises(ValueError, match="unit 1 has"):
+        Constraint.for_space(space, [[0.0] * len(lv) for lv in space.levels[:1]] + [[0.0]] * 3, limit=1.0)
+    with pytest.raises(ValueError, match="non-finite"):
+        Constraint.for_space(space, [[math.nan] * len(lv) for lv in space.levels], limit=1.0)
+    with pytest.raises(ValueError, match="another space"):
+        constraint.check(sparsity_space(5, 0))
+    # The lowest total any budget-feasible profile reaches, by the exact DP, against brute force.
+    small = Space(sparsity_space(3, 2).layers, SparsityScheme(0.5, step=256, max_levels=2), model="synthetic")
+    tight = random_constraint(small, 3)
+    feasible = [c for c in itertools.product(*small.levels) if small.is_feasible(np.asarray(c))]
+    assert tight.total(tight.lowest(small)) == pytest.approx(min(tight.total(c) for c in feasible))
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(space=spaces(), seed=st.integers(0, 2**16))
+def test_every_candidate_of_a_constrained_algorithm_meets_the_constraint(space: Space, seed: int) -> None:
+    constraint = random_constraint(space, seed)
+    rng = np.random.default_rng(seed)
+    assume(not all(constraint.allows(space.sample_array(rng)) for _ in range(50)))  # the limit binds
+    for name in CONSTRAINED:
+        if not supports(name, space):
+            continue
+        problem = additive_problem(space, seed, noise=0.3)
+        asked = run(make_constrained(name, space, constraint, seed), problem)
+        profiles = [profile_of(c) for c in asked if c.job == "evaluate"]
+        assert profiles, name
+        for profile in profiles:
+            levels = space.to_array(profile)
+            assert space.is_feasible(levels) and constraint.allows(levels), name
+
+
+@pytest.mark.parametrize("name", CONSTRAINED)
+def test_a_constraint_every_profile_meets_changes_nothing(name: str) -> None:
+    problem = contract_problem()
+    loose = replace(random_constraint(problem.space, 0), limit=1e9)
+    plain, constrained = Driver(contract_problem(), seed=2), Driver(contract_problem(), seed=2)
+    plain.run(make(name, problem.space, 4))
+    constrained.run(make_constrained(name, problem.space, loose, 4))
+    assert plain.asked == constrained.asked
+
+
+@pytest.mark.parametrize("name", CONSTRAINED)
+@settings(max_examples=5, deadline=None)
+@given(steps=st.integers(0, 40), driver_seed=st.integers(0, 1000))
+def test_a_constrained_search_resumes_exactly(name: str, steps: int, driver_seed: int) -> None:
+    problem = contract_problem()
+    constraint = random_constraint(problem.space, 9, share=0.3)
+    original = make_constrained(name, problem.space, constraint, seed=11)
+    driver = Driver(problem, seed=driver_seed)
+    driver.run(original, steps=steps)
+    state = strict_json(original.state_dict())
+    assert Constraint.from_dict(state["constraint"]) == constraint
+
+    restored = make_constrained(name, problem.space, constraint, seed=999)
+    restored.load_state_dict(state)
+    twin = driver.copy()
+    in_flight = sorted(driver.pool, key=lambda c: c.id)  # asked again first, under the same ids
+    assert [candidate_to_dict(c) for c in restored.ask(len(in_flight))] == [candidate_to_dict(c) for c in in_flight]
+    while not original.finished:
+        driver.step(original)
+        twin.step(restored)
+        assert twin.asked == driver.asked
+    assert restored.best == original.best and restored.history == original.history
+    for asked in driver.asked:
+        if asked["levels"] is not None:
+            assert constraint.allows(asked["levels"])
+
+    other = make_constrained(name, problem.space, replace(constraint, limit=constraint.limit + 1.0), seed=11)
+    with pytest.raises(ValueError, match=r"checkpoint was made under another constraint \(latency <= "):
+        other.load_state_dict(state)
+    with pytest.raises(ValueError, match=r"another constraint .* than this search has \(none\)"):
+        make(name, problem.space, seed=11).load_state_dict(state)
+
+
+def test_constrained_random_search_is_uniform_over_the_constrained_set() -> None:
+    space = Space(sparsity_space(3, 0).layers, SparsityScheme(0.5, step=100, max_levels=2), model="synthetic")
+    constraint = random_constraint(space, 5, share=0.5)
+    product = itertools.product(*space.levels)
+    allowed = [c for c in product if space.is_feasible(np.asarray(c)) and constraint.allows(c)]
+    assert 3 <= len(allowed) < sum(1 for _ in itertools.product(*space.levels))
+    algo = RandomSearch(space, RandomSearchConfig(tokens=1, budget_tokens=40 * len(allowed)), 0, constraint)
+    counts: dict[tuple[int, ...], int] = {}
+    for c in algo.ask(10**6):
+        key = tuple(levels(c.profile))
+        counts[key] = counts.get(key, 0) + 1
+    assert set(counts) <= set(allowed)
+    assert chisquare([counts.get(c, 0) for c in allowed]).pvalue > 1e-4
+
+
+def test_evopress_starts_from_the_best_allowed_profile_when_the_uniform_one_is_too_slow() -> None:
+    space = sparsity_space(12, 4)
+    problem = additive_problem(space, 4)
+    uniform = space.to_array(space.uniform())
+    constraint = random_constraint(space, 1, share=0.4)
+    assume_violates = not constraint.allows(uniform)
+    if not assume_violates:  # place the limit just below the uniform profile's total
+        constraint = replace(constraint, limit=constraint.total(uniform) - 1e-9)
+    config = EvoPressConfig(generations=3, offspring=6, stages=((1, 64),), init_samples=5, init_tokens=32)
+    algo = EvoPress(space, config, seed=0, constraint=constraint)
+    first = algo.ask(100)
+    assert len(first) == 5 and {c.generation for c in first} == {0}
+    assert all(constraint.allows(levels(c.profile)) for c in first)
+    results = [problem.respond(c) for c in first]
+    algo.tell(results)
+    best = min(results, key=fitness_of)
+    assert algo.best == (next(c.profile for c in first if c.id == best.id), best.fitness)
+    asked = run(algo, problem)
+    assert all(constraint.allows(levels(c.profile)) for c in asked)
+    assert algo.best is not None and algo.best[1] <= best.fitness
+
+
+def test_evopress_rejects_children_that_violate_the_constraint_like_duplicates() -> None:
+    space = sparsity_space(16, 1)
+    uniform = space.to_array(space.uniform())
+    base = random_constraint(space, 2)
+    # The uniform parent sits exactly at the limit: about half its neighbours exceed it.
+    constraint = replace(base, limit=base.total(uniform))
+    config = EvoPressConfig(generations=1, offspring=64, stages=((8, 64), (1, 128)))  # the parent waits
+    children = EvoPress(space, config, seed=0, constraint=constraint).ask(1000)
+    unconstrained = EvoPress(space, config, seed=0).ask(1000)
+    assert 0 < len(children) <= len(unconstrained) == 64
+    assert all(constraint.allows(levels(c.profile)) for c in children)
+    assert any(not constraint.allows(levels(c.profile)) for c in unconstrained)
+
+
+@pytest.mark.parametrize("name", CONSTRAINED)
+def test_an_infeasible_or_nearly_infeasible_constraint_is_refused(name: str) -> None:
+    space = sparsity_space(24, 0)
+    constraint = random_constraint(space, 0)
+    lowest = constraint.total(constraint.lowest(space))
+    with pytest.raises(ConstraintError, match=r"no profile of this space meets the latency constraint: its limit is"):
+        make_constrained(name, space, replace(constraint, limit=lowest - 0.01))
+    # Only the fastest profile (one in ~1e20) meets it: uniform draws never find it.
+    assert space.log_size() > 40
+    with pytest.raises(ConstraintError, match=r"nearly infeasible: 2000 uniform profiles in a row exceeded"):
+        make_constrained(name, space, replace(constraint, limit=lowest))
