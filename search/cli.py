@@ -219,7 +219,7 @@ def status(
     """Show studies: trial states, best fitness and progress."""
     from rich.table import Table
 
-    from .storage import PROGRESS, StorageError, connect, describe_trials
+    from .storage import PROGRESS, StorageError, connect, describe_trials, fitness_of
 
     url = resolve_storage(storage)
     try:
@@ -238,7 +238,7 @@ def status(
     for summary in summaries:
         trials = rdb.get_all_trials(summary._study_id, deepcopy=False)
         states = describe_trials(trials)
-        complete = [t.value for t in trials if t.state.name == "COMPLETE" and t.value is not None]
+        complete = [f for t in trials if t.state.name == "COMPLETE" and (f := fitness_of(t)) is not None]
         progress = summary.user_attrs.get(PROGRESS, {})
         done = progress.get("fraction")
         table.add_row(

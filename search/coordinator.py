@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -85,6 +85,8 @@ class Coordinator:
         writer: writes trial events and checkpoints in the background.
         listeners: notified of results, barriers and the end.
         ask_ahead: candidates to keep queued per live worker, so routing has a choice.
+        objectives: in a multi-objective study, the values after the fitness that a member's
+            COMPLETE trial records (e.g. its estimated latency); None for one objective.
     """
 
     def __init__(
@@ -97,8 +99,10 @@ class Coordinator:
         *,
         listeners: Sequence[Listener] = (),
         ask_ahead: int = 2,
+        objectives: Callable[[Candidate], Sequence[float]] | None = None,
     ) -> None:
         self.algorithm = algorithm
+        self.objectives = objectives
         self.space = space
         self.pool = pool
         self.study = study
@@ -263,7 +267,9 @@ class Coordinator:
         told = [self._in_flight.pop(result.id) for result in results]
         for candidate, result in zip(told, results, strict=True):
             if candidate.job == "evaluate" and candidate.final and not result.failed:
-                self.writer.finish(candidate.member, TrialState.COMPLETE, result.fitness)
+                assert result.fitness is not None
+                extra = [] if self.objectives is None else list(self.objectives(candidate))
+                self.writer.finish(candidate.member, TrialState.COMPLETE, [result.fitness, *extra])
                 self._open_members.discard(candidate.member)
         self.algorithm.tell(results)
         for member in self.algorithm.pop_pruned():

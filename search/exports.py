@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from spaces import Profile, Space, Unit
+from spaces import MixedScheme, Profile, Space, Unit
 
 #: Per-layer values that match a level to within this are that level (writers print every digit).
 TOLERANCE = 1e-9
@@ -51,28 +51,38 @@ _DROP_LINES[frozenset({"attn", "mlp"})] = "attn+mlp"
 # --- per-layer values ------------------------------------------------------------------------
 
 
-def layer_values(space: Space, profile: Mapping[str, int]) -> dict[str, float | int]:
-    """Per layer (module name): sparsity as a fraction, bits, or 1 = dropped / 0 = kept.
+def layer_values(space: Space, profile: Mapping[str, int]) -> dict[str, float | int | str]:
+    """Per layer (module name): sparsity as a fraction (or ``"n:m"`` for an N:M layer of a mixed
+    profile), bits, or 1 = dropped / 0 = kept.
 
     Raises:
         ValueError: the profile does not belong to `space` (see `Space.check`).
     """
-    out: dict[str, float | int] = {}
+    out: dict[str, float | int | str] = {}
     for unit, level in zip(space.units, space.to_array(profile), strict=True):
         out.update(unit_values(space, unit, int(level)))
     return out
 
 
-def unit_values(space: Space, unit: Unit, level: int) -> dict[str, float | int]:
+def unit_values(space: Space, unit: Unit, level: int) -> dict[str, float | int | str]:
     """Per-layer values (see `layer_values`) of one unit at one level."""
-    settings = space.scheme.layer_settings(unit, level)
-    if space.scheme.name != "sparsity":
+    scheme = space.scheme
+    settings = scheme.layer_settings(unit, level)
+    if scheme.name not in ("sparsity", "mixed"):
         return dict(settings)
     sizes = {layer.name: layer.numel for layer in unit.layers}
-    return {name: count / sizes[name] for name, count in settings.items()}
+    if isinstance(scheme, MixedScheme) and any(scheme.decode(count)[1] for count in settings.values()):
+        return dict.fromkeys(settings, f"{scheme.n}:{scheme.m}")  # an N:M layer is its pattern
+    return {name: abs(count) / sizes[name] for name, count in settings.items()}
 
 
-def profile_from_layer_values(space: Space, values: Mapping[str, float]) -> Profile:
+def _distance(value: float | str, level_value: float | int | str) -> float:
+    if isinstance(value, str) or isinstance(level_value, str):
+        return 0.0 if value == level_value else float("inf")
+    return abs(float(value) - level_value)
+
+
+def profile_from_layer_values(space: Space, values: Mapping[str, float | str]) -> Profile:
     """The profile whose per-layer values (see `layer_values`) are `values`.
 
     Raises:
@@ -91,13 +101,13 @@ def profile_from_layer_values(space: Space, values: Mapping[str, float]) -> Prof
     for unit, allowed in zip(space.units, space.levels, strict=True):
         options = {level: unit_values(space, unit, level) for level in allowed}
         error = {
-            level: max(abs(float(values[name]) - value) for name, value in per_layer.items())
+            level: max(_distance(values[name], value) for name, value in per_layer.items())
             for level, per_layer in options.items()
         }
         best = min(allowed, key=error.__getitem__)
         if error[best] > TOLERANCE:
             nearest = options[best]
-            layer = max(nearest, key=lambda name: abs(float(values[name]) - nearest[name]))
+            layer = max(nearest, key=lambda name: _distance(values[name], nearest[name]))
             shown = [options[level][layer] for level in allowed]
             raise ValueError(f"{values[layer]!r} for layer {layer!r} is not one of its levels; allowed: {shown}")
         levels.append(best)
@@ -127,8 +137,8 @@ def _read_map(text: str, space: Space) -> Profile:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"the layer map is not valid JSON: {exc}") from None
-    if not isinstance(data, dict) or not all(isinstance(v, int | float) for v in data.values()):
-        raise ValueError("a layer map is a JSON object of module name -> number")
+    if not isinstance(data, dict) or not all(isinstance(v, int | float | str) for v in data.values()):
+        raise ValueError('a layer map is a JSON object of module name -> number (or "n:m" for an N:M layer)')
     return profile_from_layer_values(space, data)
 
 
@@ -144,6 +154,11 @@ def _write_llmc(profile: Profile, space: Space, compressor: str | None) -> str:
     scheme = space.scheme.name
     if scheme == "drop":
         raise ValueError("llm-compressor has no recipe for dropping blocks; export drop profiles as map or evopress")
+    if scheme == "mixed":
+        raise ValueError(
+            "an llm-compressor pruning modifier takes one mask structure for all its targets; export mixed "
+            "(N:M and unstructured) profiles as json or map"
+        )
     values = layer_values(space, profile)
     modifier = _modifier(compressor, scheme)
     if scheme == "sparsity":

@@ -26,7 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 from evaluators.config import EvaluatorSpec
 from spaces import LayerInfo, Profile, Space, scheme_from_dict
 
-from .storage import BEST, SPACE, SPEC, StorageError, connect, describe_trials
+from .storage import BEST, SPACE, SPEC, StorageError, connect, describe_trials, fitness_of
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def find_best(storage: str | BaseStorage, study: str) -> Best:
     if answer is not None:
         levels = [int(v) for v in answer["levels"]]
         fitness = float(answer["fitness"])
-        matches = [t.number for t in completed if t.user_attrs["levels"] == levels and t.value == fitness]
+        matches = [t.number for t in completed if t.user_attrs["levels"] == levels and fitness_of(t) == fitness]
         trial = matches[-1] if matches else None
         return Best(profile_from_levels(record, levels), fitness, study, trial, FROM_SEARCH, answer.get("algorithm"))
     if not completed:
@@ -186,11 +186,13 @@ def find_best(storage: str | BaseStorage, study: str) -> Best:
             f"study {study!r} has no completed final-stage trial yet ({counts or 'no trials'}); "
             "a profile becomes available when a candidate passes its last selection stage"
         )
-    winner = min(completed, key=lambda t: (float(t.value or 0.0), t.number))
+    winner = min(completed, key=lambda t: (fitness_of(t) or 0.0, t.number))
+    value = fitness_of(winner)
+    assert value is not None, "_is_final keeps trials with a value"
     logger.info("study %s has no final answer yet; using its best completed trial %d", study, winner.number)
     return Best(
         profile_from_levels(record, winner.user_attrs["levels"]),
-        float(winner.value or 0.0),
+        value,
         study,
         winner.number,
         FROM_TRIAL,
@@ -257,7 +259,7 @@ def _is_final(trial: FrozenTrial) -> bool:
     """COMPLETE with a value and a recorded profile: a member that passed every stage."""
     return (
         trial.state == TrialState.COMPLETE
-        and trial.value is not None
+        and fitness_of(trial) is not None
         and isinstance(trial.user_attrs.get("levels"), list)
     )
 

@@ -15,17 +15,20 @@ from typing import Any
 from rich.console import Console
 
 from spaces import Fidelity, Profile, Space
-from workers.runner import switch_distance, task_payload
+from workers.routing import PrefixDistance
+from workers.runner import task_payload
 
 from .algorithms.base import Algorithm
+from .algorithms.constraint import Constraint, ConstraintError
 from .coordinator import Coordinator, Listener
 from .dashboard import attach_figures
+from .latency_search import LATENCY, LatencyError, LatencyModel
 from .progress import LiveView
 from .raycluster import reachable, use_token_auth
 from .results import layers_from_records, record_space
 from .secrets import redact_text, url_password
 from .spec import Spec, algorithm_registry
-from .storage import SPACE, SPEC, SearchStudy, StorageError, TrialWriter, check_fingerprint, connect
+from .storage import METRIC, SPACE, SPEC, SearchStudy, StorageError, TrialWriter, check_fingerprint, connect
 from .tracking import MlflowTracker, TrackingError
 
 logger = logging.getLogger(__name__)
@@ -109,10 +112,13 @@ class Workers:
                 infos = ray.get([actor.info.remote() for actor in actors])
             except ray.exceptions.RayError as exc:
                 raise SearchError(f"the workers could not start: {_cause(exc)}") from None
-            self.pool = WorkerPool(
-                actors, actor_factory=lambda: start(1)[0], timeout_s=w.timeout_s, distance=switch_distance
-            )
             self.space = space_from_info(spec, infos)
+            self.pool = WorkerPool(
+                actors,
+                actor_factory=lambda: start(1)[0],
+                timeout_s=w.timeout_s,
+                distance=PrefixDistance([unit.block for unit in self.space.units]),
+            )
         except BaseException:
             self.close()
             raise
@@ -170,15 +176,23 @@ def run_search(
         if workers is None:
             workers = own = Workers(spec)
         pool, space = workers.pool, workers.space
-        algorithm = build_algorithm(spec, space)
+        attrs = {SPEC: spec.public_dict(), SPACE: record_space(space)}
+        latency = None
+        if spec.latency is not None:  # one worker times the layers before the search (or the study has it)
+            latency = LatencyModel.prepare(spec, storage, pool, space)
+            attrs[LATENCY] = latency.record()
+        algorithm = build_algorithm(spec, space, None if latency is None else latency.constraint)
         study = SearchStudy.open(
             storage,
             spec.study_name,
             fingerprint=spec.fingerprint(),
-            attrs={SPEC: spec.public_dict(), SPACE: record_space(space)},
+            attrs=attrs,
+            metrics=(METRIC,) if latency is None else latency.metrics,
         )
         writer = TrialWriter(study)
-        coordinator = Coordinator(algorithm, space, pool, study, writer)
+        coordinator = Coordinator(
+            algorithm, space, pool, study, writer, objectives=None if latency is None else latency.objectives
+        )
         view = LiveView(console, coordinator.counters, f"pressroom: {spec.study_name}")
         observers.append(attach_figures(spec, study.study, space))
         coordinator.listeners = [view, *observers, *listeners]
@@ -191,11 +205,20 @@ def run_search(
         best = algorithm.best
         if best is None:
             raise SearchError(f"{algorithm.name} finished without a single successful evaluation")
-        heldout = heldout_report(pool, space, best[0], spec.data.heldout_tokens)
+        profile, fitness = best
+        measured = None
+        if latency is not None:  # the returned profile's measured latency must meet the constraint
+            profile, fitness, measured = latency.finish(pool, study, writer, best, algorithm.name)
+            console.print(_latency_line(measured), markup=False, highlight=False)
+        heldout = heldout_report(pool, space, profile, spec.data.heldout_tokens)
+        if measured is not None:
+            heldout["best"]["latency"] = measured["chosen"]
         writer.study.storage.set_study_user_attr(study.id, HELDOUT, heldout)
         return SearchOutcome(
-            spec.study_name, best[0], best[1], heldout, coordinator.counters.evaluations, coordinator.counters.replayed
+            spec.study_name, profile, fitness, heldout, coordinator.counters.evaluations, coordinator.counters.replayed
         )
+    except LatencyError as exc:
+        raise SearchError(str(exc)) from None
     except StorageError as exc:
         raise SearchError(redact_text(str(exc), [secret])) from None
     except TrackingError as exc:
@@ -209,11 +232,32 @@ def run_search(
             own.close()
 
 
-def build_algorithm(spec: Spec, space: Space) -> Algorithm:
-    """The spec's algorithm on `space`."""
+def build_algorithm(spec: Spec, space: Space, constraint: Constraint | None = None) -> Algorithm:
+    """The spec's algorithm on `space`, honouring `constraint` when there is one.
+
+    Raises:
+        SearchError: a constraint no profile (or almost none) meets.
+    """
     cls, _ = algorithm_registry()[spec.algorithm.name]
-    algorithm: Algorithm = cls(space, spec.algorithm.config(), spec.seed)
+    args = (space, spec.algorithm.config(), spec.seed)
+    try:
+        algorithm: Algorithm = cls(*args) if constraint is None else cls(*args, constraint)
+    except ConstraintError as exc:
+        raise SearchError(f"latency.constraint: {exc}") from None
     return algorithm
+
+
+def _latency_line(measured: dict[str, Any]) -> str:
+    chosen, tried = measured["chosen"], len(measured["tried"])
+    limit = measured["constraint"]
+    verdict = ""
+    if limit is not None:
+        how = "" if tried == 1 else f" by fallback {tried - 1}"
+        verdict = f" (constraint {limit:g}: met{how})"
+    return (
+        f"latency of the returned profile: estimated {chosen['estimated']:.3f}, measured {chosen['measured']:.3f} "
+        f"of the dense model's {1000 * chosen['dense_seconds']:.1f} ms on {measured['tokens']} tokens{verdict}"
+    )
 
 
 def heldout_report(pool: Any, space: Space, best: Profile, tokens: int) -> dict[str, dict[str, Any]]:

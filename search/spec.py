@@ -19,10 +19,10 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from evaluators.config import CompressionSpec, DataSpec, EvaluatorSpec, ModelSpec
 
@@ -101,6 +101,37 @@ class WorkersSpec(_Strict):
         raise ValueError("expected 'auto' or a number of GPUs >= 0")
 
 
+class LatencySpec(_Strict):
+    """Latency-aware search: a limit on the estimated latency, a second objective, or both.
+
+    Before searching, one worker times each layer shape on each kernel backend and the dense
+    model end to end (`workers.latency`); a candidate's latency is then estimated without
+    running it. After searching, the returned profile is measured with real kernels, and the
+    next best recorded profiles (at most `fallbacks`) when it misses the constraint.
+    """
+
+    # the most a profile's latency may be, as a fraction of the dense model's on the worker
+    constraint: float | None = Field(None, gt=0.0, le=1.0)
+    # record the estimated latency as a second objective: a Pareto front in the dashboard
+    objective: bool = False
+    # kernel backends the table times (workers.kernels); null: every one that passes its probe
+    backends: tuple[str, ...] | None = Field(None, min_length=1)
+    tokens: int = Field(2048, ge=8)
+    repeats: int = Field(10, ge=3)
+    warmup: int = Field(2, ge=0)
+    fallbacks: int = Field(4, ge=0)
+
+    @model_validator(mode="after")
+    def _something_to_do(self) -> LatencySpec:
+        if self.constraint is None and not self.objective:
+            raise ValueError("give a constraint (e.g. 0.85 of the dense latency), objective: true, or both")
+        return self
+
+    def searched(self) -> dict[str, Any]:
+        """What makes two latency-aware searches the same (not how carefully they time)."""
+        return self.model_dump(mode="json", include={"constraint", "objective", "backends", "tokens"})
+
+
 class MlflowSpec(_Strict):
     """MLflow tracking: a run per search."""
 
@@ -126,6 +157,7 @@ class Spec(_Strict):
     seed: int = Field(0, ge=0, lt=2**32)
     mlflow: MlflowSpec = MlflowSpec()
     cache_dir: str = "~/.cache/pressroom"
+    latency: LatencySpec | None = None
 
     @field_validator("storage")
     @classmethod
@@ -180,6 +212,8 @@ class Spec(_Strict):
             "algorithm": self.algorithm.name,
             "config": dataclasses.asdict(self.algorithm.config()),
         }
+        if self.latency is not None:  # absent otherwise, so other searches keep their fingerprints
+            payload["latency"] = self.latency.searched()
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def public_dict(self) -> dict[str, Any]:
@@ -236,6 +270,8 @@ def _allowed_keys(section: Any, path: list[str]) -> list[str]:
         if part not in fields:
             return []
         section = fields[part].annotation
+        # an optional section (`LatencySpec | None`): its keys are the model's
+        section = next((a for a in get_args(section) if isinstance(a, type) and issubclass(a, BaseModel)), section)
     if dataclasses.is_dataclass(section):
         return [field.name for field in dataclasses.fields(section) if field.init]
     return list(getattr(section, "model_fields", {}))
@@ -305,6 +341,9 @@ def load_spec_text(text: str, *, source: str = "<spec>", overrides: Mapping[str,
         spec = Spec.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(_format_errors(source, exc)) from None
+    problems = latency_problems(spec)
+    if problems:
+        raise SpecError([f"{source}: {key}: {message}" for key, message in problems])
     try:
         spec.algorithm.config()
     except ValidationError as exc:
@@ -313,6 +352,25 @@ def load_spec_text(text: str, *, source: str = "<spec>", overrides: Mapping[str,
     except ValueError as exc:
         raise SpecError([f"{source}: algorithm.preset: {_config_error(str(exc))[1]}"]) from None
     return spec
+
+
+def latency_problems(spec: Spec) -> list[tuple[str, str]]:
+    """(key, message) for each way the latency section does not fit the rest of the spec."""
+    from .algorithms import CONSTRAINED
+
+    latency = spec.latency
+    if latency is None:
+        return []
+    problems = []
+    if latency.constraint is not None and spec.algorithm.name not in CONSTRAINED:
+        allowed = f"use one of {list(CONSTRAINED)}"
+        message = f"algorithm {spec.algorithm.name!r} cannot honour a constraint; {allowed}"
+        problems.append(("latency.constraint", message))
+    if spec.compression.scheme == "drop":
+        problems.append(("latency", "kernels do not run dropped blocks; latency-aware search needs another scheme"))
+    if latency.tokens > spec.data.calibration_tokens:
+        problems.append(("latency.tokens", f"must not exceed data.calibration_tokens ({spec.data.calibration_tokens})"))
+    return problems
 
 
 def load_spec(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Spec:
@@ -332,6 +390,7 @@ __all__ = [
     "AlgorithmSpec",
     "CompressionSpec",
     "DataSpec",
+    "LatencySpec",
     "MlflowSpec",
     "ModelSpec",
     "Spec",

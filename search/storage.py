@@ -21,7 +21,7 @@ import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,19 +131,29 @@ class SearchStudy:
         *,
         fingerprint: str,
         attrs: Mapping[str, Any],
+        metrics: Sequence[str] = (METRIC,),
     ) -> SearchStudy:
         """Create the study, or reopen it if it belongs to the same spec.
+
+        Args:
+            storage: from `connect`.
+            name: the study name.
+            fingerprint: the spec's fingerprint.
+            attrs: study user attributes to write when the study is created.
+            metrics: one name per objective, all minimised; the first is the fitness. Two give
+                a multi-objective study (e.g. fitness and latency), whose COMPLETE trials hold
+                one value per metric and whose Pareto front the dashboard draws.
 
         Raises:
             StorageError: the study exists and was made by a different spec.
         """
         if not check_fingerprint(storage, name, fingerprint):
-            study_id = storage.create_new_study([StudyDirection.MINIMIZE], name)
+            study_id = storage.create_new_study([StudyDirection.MINIMIZE] * len(metrics), name)
             for key, value in {**attrs, FINGERPRINT: fingerprint}.items():
                 storage.set_study_user_attr(study_id, key, value)
             with warnings.catch_warnings():  # set_metric_names is marked experimental, and is what the dashboard reads
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.load_study(study_name=name, storage=storage).set_metric_names([METRIC])
+                optuna.load_study(study_name=name, storage=storage).set_metric_names(list(metrics))
         return cls(storage, name)
 
     def user_attrs(self) -> dict[str, Any]:
@@ -190,7 +200,7 @@ class _Member:
     attrs_dirty: bool = True
     state: TrialState = TrialState.RUNNING
     state_written: bool = False
-    value: float | None = None
+    final_values: list[float] | None = None  # one per objective, for COMPLETE
 
 
 class TrialWriter:
@@ -237,9 +247,11 @@ class TrialWriter:
         """An evaluation of the member finished: an intermediate value at step = tokens."""
         self._push("record", (member, evaluation, dict(attrs)))
 
-    def finish(self, member: int, state: TrialState, value: float | None = None) -> None:
-        """The member's fate: COMPLETE with its final value, PRUNED or FAIL."""
-        self._push("finish", (member, state, value))
+    def finish(self, member: int, state: TrialState, value: float | Sequence[float] | None = None) -> None:
+        """The member's fate: COMPLETE with its final value (one per objective in a
+        multi-objective study: the fitness first), PRUNED or FAIL."""
+        values = None if value is None else [float(value)] if isinstance(value, int | float) else list(value)
+        self._push("finish", (member, state, values))
 
     def checkpoint(self, state: Mapping[str, Any], progress: Mapping[str, Any]) -> None:
         """The algorithm's state, and a summary for `pressroom status`; written after every
@@ -326,8 +338,8 @@ class TrialWriter:
                     entry.values[evaluation.tokens] = evaluation.fitness
                     entry.unwritten_values[evaluation.tokens] = evaluation.fitness
             elif kind == "finish":
-                _, state, value = payload
-                entry.state, entry.value = state, value
+                _, state, values = payload
+                entry.state, entry.final_values = state, values
         return checkpoint
 
     def _write_until_done(self, checkpoint: tuple[str, dict[str, Any]] | None) -> None:
@@ -355,7 +367,7 @@ class TrialWriter:
                 final = entry.state
                 template = create_trial(
                     state=final,
-                    values=[entry.value] if final == TrialState.COMPLETE and entry.value is not None else None,
+                    values=entry.final_values if final == TrialState.COMPLETE else None,
                     user_attrs=attrs,
                     intermediate_values=dict(entry.values),
                 )
@@ -375,7 +387,7 @@ class TrialWriter:
                     self.writes += 1
                 entry.attrs_dirty = False
             if entry.state != TrialState.RUNNING and not entry.state_written:
-                values = [entry.value] if entry.state == TrialState.COMPLETE and entry.value is not None else None
+                values = entry.final_values if entry.state == TrialState.COMPLETE else None
                 storage.set_trial_state_values(entry.trial_id, entry.state, values)
                 self.writes += 1
                 entry.state_written = True
@@ -391,6 +403,11 @@ class TrialWriter:
         for member in [m for m, e in self._members.items() if e.state_written and e.state != TrialState.RUNNING]:
             del self._members[member]
             self._finished.add(member)
+
+
+def fitness_of(trial: FrozenTrial) -> float | None:
+    """A trial's fitness: its first objective (a quality-vs-latency study has two values)."""
+    return None if not trial.values else float(trial.values[0])
 
 
 def describe_trials(trials: Iterable[FrozenTrial]) -> dict[str, int]:

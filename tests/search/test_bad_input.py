@@ -44,7 +44,9 @@ def password_postgres() -> Iterator[int]:
     options = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1"
     subprocess.run(
         [*as_pg, str(PG_BIN / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "log"), "-o", options, "start"],
-        check=True, capture_output=True, timeout=120,
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     try:
         yield port

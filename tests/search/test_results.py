@@ -36,6 +36,10 @@ SPACES = {
     "drop-block": ("pressroom:tiny-llama", {"scheme": "drop", "target": 0.5}),
     "drop-attn": ("pressroom:tiny-llama", {"scheme": "drop", "target": 0.5, "drop_unit": "attn"}),
     "drop-sub-blocks": ("pressroom:tiny-llama", {"scheme": "drop", "target": 0.25, "drop_unit": "mlp"}),
+    "mixed": (
+        "pressroom:tiny-llama",
+        {"scheme": "mixed", "target": 0.5, "compressor": "magnitude", "levels": {"sparsities": [0.5, 0.7]}},
+    ),
 }
 
 
@@ -159,8 +163,8 @@ def test_best_and_export_commands_write_what_the_readers_read(
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
 def test_each_export_format_round_trips(kind, fmt):
     space = _space(kind)
-    if fmt == "llm-compressor" and space.scheme.name == "drop":
-        with pytest.raises(ValueError, match="llm-compressor has no recipe for dropping blocks"):
+    if fmt == "llm-compressor" and space.scheme.name in ("drop", "mixed"):
+        with pytest.raises(ValueError, match=r"llm-compressor has no recipe for dropping|one mask structure"):
             write_profile(space.sample(np.random.default_rng(0)), space, fmt)
         return
     for seed in range(3):
@@ -304,3 +308,24 @@ def test_apply_needs_to_know_the_model(tmp_path, run_cli):
     (tmp_path / "bad.json").write_text("{}")
     result = run_cli("apply", str(tmp_path / "bad.json"), "--out", str(tmp_path / "out"), "--spec", "x.yaml")
     assert result.returncode == 2 and "not a pressroom profile" in result.stderr
+
+
+@pytest.mark.postgres
+def test_best_and_status_read_quality_vs_latency_studies(postgres_url, make_evaluator, cache_dir, run_cli):
+    space = _evaluator(make_evaluator, cache_dir).space
+    rng = np.random.default_rng(1)
+    profiles = [space.sample_array(rng) for _ in range(3)]
+    storage = connect(postgres_url)
+    spec = _spec(cache_dir).public_dict()
+    study = SearchStudy.open(
+        storage, "two-objectives", fingerprint="test", attrs={SPEC: spec, SPACE: record_space(space)},
+        metrics=("fitness", "latency"),
+    )  # fmt: skip
+    for member, (levels, values) in enumerate(zip(profiles, [(0.3, 0.7), (0.2, 0.9), (0.4, 0.6)], strict=True)):
+        attrs = {"member": member, "generation": 1, "algorithm": "evopress", "levels": [int(v) for v in levels]}
+        storage.create_new_trial(study.id, template_trial=create_trial(values=list(values), user_attrs=attrs))
+    best = find_best(postgres_url, "two-objectives")
+    assert best.fitness == 0.2 and best.profile == space.from_array(profiles[1])
+    status = run_cli("status", "two-objectives", "--storage", postgres_url)
+    assert status.returncode == 0, status.stderr
+    assert "0.2" in status.stdout

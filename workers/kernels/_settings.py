@@ -6,13 +6,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from evaluators.evaluator import DENSE_BITS
-from spaces import Space
+from spaces import LevelScheme, MixedScheme, Space
 
 #: Sparsity patterns a setting may name; "2:4" = at most two non-zeros in every four weights
 #: along the input dimension (what 2:4 semi-structured kernels need).
 STRUCTURES = ("2:4",)
 
-__all__ = ["DENSE_BITS", "STRUCTURES", "LayerSetting", "kernel_settings"]
+__all__ = ["DENSE_BITS", "STRUCTURES", "LayerSetting", "kernel_settings", "layer_setting"]
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,8 @@ class LayerSetting:
 
 
 def kernel_settings(space: Space, profile: Mapping[str, int]) -> dict[str, LayerSetting]:
-    """Per layer, what `profile` puts in it: the sparsity scheme's pruned counts become
-    sparsities, the bitwidth scheme's levels become bits.
+    """Per layer, what `profile` puts in it (see `layer_setting`): pruned counts become
+    sparsities, bitwidth levels bits, N:M levels sparsities with their structure.
 
     Args:
         space: the search space the profile belongs to.
@@ -62,11 +62,38 @@ def kernel_settings(space: Space, profile: Mapping[str, int]) -> dict[str, Layer
         >>> kernel_settings(space, space.uniform())["h.0.mlp"].sparsity
         0.5
     """
-    scheme = space.scheme.name
-    if scheme not in ("sparsity", "bitwidth"):
-        raise ValueError(f"kernels model the 'sparsity' and 'bitwidth' schemes, not {scheme!r}")
     numel = {layer.name: layer.numel for layer in space.layers}
-    settings = space.layer_settings(profile)
-    if scheme == "sparsity":
-        return {name: LayerSetting(sparsity=count / numel[name]) for name, count in settings.items()}
-    return {name: LayerSetting(bits=int(bits)) for name, bits in settings.items()}
+    return {
+        name: layer_setting(space.scheme, numel[name], setting)
+        for name, setting in space.layer_settings(profile).items()
+    }
+
+
+def layer_setting(scheme: LevelScheme, numel: int, setting: int) -> LayerSetting:
+    """One layer's integer setting under `scheme` (see `LevelScheme.layer_settings`) as a
+    `LayerSetting`: pruned weights become a sparsity, bits stay bits, and an N:M level of the
+    mixed scheme becomes its sparsity with the "2:4" structure when its pattern is one (n <= 2
+    of every 4: at most two non-zeros in every four); other patterns only count as sparse.
+
+    Args:
+        scheme: the space's (resolved) scheme.
+        numel: the layer's number of weights.
+        setting: the layer's integer setting.
+
+    Raises:
+        ValueError: the "drop" scheme, whose dropped sub-blocks no kernel runs.
+
+    Example:
+        >>> from spaces import MixedScheme
+        >>> layer_setting(MixedScheme(0.5), 64, -32)
+        LayerSetting(sparsity=0.5, bits=16, structure='2:4')
+    """
+    if isinstance(scheme, MixedScheme):
+        pruned, patterned = MixedScheme.decode(setting)
+        two_four = patterned and scheme.m == 4 and scheme.n <= 2
+        return LayerSetting(sparsity=pruned / numel, structure="2:4" if two_four else None)
+    if scheme.name == "sparsity":
+        return LayerSetting(sparsity=setting / numel)
+    if scheme.name == "bitwidth":
+        return LayerSetting(bits=int(setting))
+    raise ValueError(f"kernels model the 'sparsity', 'bitwidth' and 'mixed' schemes, not {scheme.name!r}")
