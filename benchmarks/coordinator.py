@@ -4,9 +4,11 @@ Workers are simulated Ray actors whose evaluation sleeps a fixed time (50 ms by 
 returns a synthetic fitness, so everything else is real: the algorithm, the coordinator loop,
 the Ray pool with routing, the background trial writer and PostgreSQL, on 224-layer profiles.
 Overhead = wall time over the ideal (evaluations x evaluation time / workers), with the final
-flush of the trial writer included; speedup = throughput with N workers over throughput with 1.
+flush of the trial writer included; speedup = throughput with N workers over throughput with 1;
+driver CPU = CPU time of this process (coordinator, trial writer, Ray driver) per evaluation,
+which bounds the throughput where the machine's cores are all busy.
 
-    .venv/bin/python benchmarks/coordinator.py [--eval-ms 50] [--workers 1 2 4 8]
+    .venv/bin/python benchmarks/coordinator.py [--eval-ms 50] [--workers 1 2 4 8] [--in-flight 2]
 """
 
 from __future__ import annotations
@@ -59,7 +61,9 @@ def llama_like_space(layers: int) -> Space:
     return Space(infos, SparsityScheme(0.7), model="simulated")
 
 
-def run(url: str, space: Space, workers: int, seconds: float, algorithm: str, evaluations: int) -> dict[str, float]:
+def run(
+    url: str, space: Space, workers: int, seconds: float, algorithm: str, evaluations: int, in_flight: int
+) -> dict[str, float]:
     cls, config_cls = ALGORITHMS[algorithm]
     if algorithm == "random":
         config = config_cls(tokens=2048, budget_tokens=2048 * evaluations)
@@ -71,20 +75,21 @@ def run(url: str, space: Space, workers: int, seconds: float, algorithm: str, ev
     weights = np.random.default_rng(1).normal(size=len(space)).tolist()
     actors = [SimulatedEvaluator.remote(seconds, weights) for _ in range(workers)]
     ray.get([a.info.remote() for a in actors])
-    pool = WorkerPool(actors, distance=switch_distance)
+    pool = WorkerPool(actors, distance=switch_distance, max_in_flight_per_actor=in_flight)
     storage = connect(url)
     study = SearchStudy.open(storage, f"bench-{workers}-{uuid.uuid4().hex[:6]}", fingerprint="bench", attrs={})
     writer = TrialWriter(study)
     coordinator = Coordinator(algo, space, pool, study, writer)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     coordinator.run()
     loop = time.perf_counter() - start
     writer.close()
     total = time.perf_counter() - start
+    cpu = time.process_time() - cpu
     pool.shutdown()
     done = coordinator.counters.evaluations
     ideal = done * seconds / workers
-    return {"evaluations": done, "seconds": total, "loop": loop, "ideal": ideal, "writes": writer.writes}
+    return {"evaluations": done, "seconds": total, "loop": loop, "ideal": ideal, "writes": writer.writes, "cpu": cpu}
 
 
 def main() -> None:
@@ -92,7 +97,8 @@ def main() -> None:
     parser.add_argument("--eval-ms", type=float, default=50.0)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--layers", type=int, default=224)
-    parser.add_argument("--per-worker", type=int, default=48, help="evaluations per worker and run")
+    parser.add_argument("--per-worker", type=int, default=200, help="evaluations per worker and run")
+    parser.add_argument("--in-flight", type=int, default=1, help="tasks sent to one actor at a time")
     args = parser.parse_args()
     seconds = args.eval_ms / 1e3
     space = llama_like_space(args.layers)
@@ -102,20 +108,25 @@ def main() -> None:
     url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     try:
-        print(f"{args.layers}-layer profiles, {args.eval_ms:.0f} ms evaluations, PostgreSQL, {os.cpu_count()} CPUs")
+        print(
+            f"{args.layers}-layer profiles, {args.eval_ms:.0f} ms evaluations, {args.in_flight} task(s) in flight "
+            f"per actor, PostgreSQL, {os.cpu_count()} CPUs"
+        )
         for algorithm in ("random", "evopress"):
             print(f"\n{algorithm}:")
             print(
-                f"{'workers':>8} {'evals':>6} {'wall s':>8} {'ideal s':>8} {'overhead':>9} {'speedup':>8} {'writes':>7}"
+                f"{'workers':>8} {'evals':>6} {'wall s':>8} {'ideal s':>8} {'overhead':>9} {'speedup':>8} "
+                f"{'writes':>7} {'driver CPU ms/eval':>19}"
             )
             base = None
             for n in args.workers:
-                r = run(url, space, n, seconds, algorithm, args.per_worker * n)
+                r = run(url, space, n, seconds, algorithm, args.per_worker * n, args.in_flight)
                 throughput = r["evaluations"] / r["seconds"]
                 base = base or throughput
                 overhead = r["seconds"] / r["ideal"] - 1
+                cpu_ms = 1e3 * r["cpu"] / r["evaluations"]
                 print(f"{n:>8} {r['evaluations']:>6.0f} {r['seconds']:>8.2f} {r['ideal']:>8.2f} {overhead:>8.1%} "
-                      f"{throughput / base:>8.2f} {r['writes']:>7.0f}")  # fmt: skip
+                      f"{throughput / base:>8.2f} {r['writes']:>7.0f} {cpu_ms:>19.1f}")  # fmt: skip
     finally:
         ray.shutdown()
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:

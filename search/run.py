@@ -118,6 +118,7 @@ class Workers:
                 actor_factory=lambda: start(1)[0],
                 timeout_s=w.timeout_s,
                 distance=PrefixDistance([unit.block for unit in self.space.units]),
+                max_in_flight_per_actor=w.in_flight,
             )
         except BaseException:
             self.close()

@@ -197,7 +197,7 @@ class _Member:
     evaluations: list[dict[str, Any]] = field(default_factory=list)
     values: dict[int, float] = field(default_factory=dict)
     unwritten_values: dict[int, float] = field(default_factory=dict)
-    attrs_dirty: bool = True
+    dirty: set[str] = field(default_factory=set)  # user attributes changed since the last write
     state: TrialState = TrialState.RUNNING
     state_written: bool = False
     final_values: list[float] | None = None  # one per objective, for COMPLETE
@@ -318,7 +318,7 @@ class TrialWriter:
             if kind == "adopt":
                 member, trial_id, state = payload
                 if state == TrialState.RUNNING:
-                    self._members[member] = _Member({}, trial_id, attrs_dirty=False)
+                    self._members[member] = _Member({}, trial_id)
                 else:
                     self._finished.add(member)
                 continue
@@ -328,12 +328,13 @@ class TrialWriter:
             entry = self._members.setdefault(member, _Member({}))
             if kind == "begin":
                 entry.attrs.update(payload[1])
-                entry.attrs_dirty = True
+                entry.dirty.update(payload[1])
             elif kind == "record":
                 _, evaluation, attrs = payload
                 entry.attrs.update(attrs)
                 entry.evaluations.append(evaluation.to_attr())
-                entry.attrs_dirty = True
+                entry.dirty.update(attrs)
+                entry.dirty.add(EVALUATIONS)
                 if evaluation.fitness is not None:
                     entry.values[evaluation.tokens] = evaluation.fitness
                     entry.unwritten_values[evaluation.tokens] = evaluation.fitness
@@ -374,18 +375,18 @@ class TrialWriter:
                 entry.trial_id = storage.create_new_trial(study_id, template_trial=template)
                 self.writes += 1
                 entry.unwritten_values.clear()
-                entry.attrs_dirty = False
+                entry.dirty.clear()
                 entry.state_written = final != TrialState.RUNNING
                 continue
             for step, value in list(entry.unwritten_values.items()):
                 storage.set_trial_intermediate_value(entry.trial_id, step, value)
                 self.writes += 1
                 del entry.unwritten_values[step]
-            if entry.attrs_dirty:
-                for key, value in attrs.items():
-                    storage.set_trial_user_attr(entry.trial_id, key, value)
-                    self.writes += 1
-                entry.attrs_dirty = False
+            # only what changed: a profile's levels are written once, not with every evaluation
+            for key in sorted(entry.dirty):
+                storage.set_trial_user_attr(entry.trial_id, key, attrs[key])
+                self.writes += 1
+            entry.dirty.clear()
             if entry.state != TrialState.RUNNING and not entry.state_written:
                 values = entry.final_values if entry.state == TrialState.COMPLETE else None
                 storage.set_trial_state_values(entry.trial_id, entry.state, values)
