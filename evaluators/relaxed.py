@@ -74,7 +74,7 @@ class RelaxParams:
 
     Args:
         steps: gradient steps.
-        lr: Adam's learning rate on the logits.
+        lr: the step size on the logits (gradients normalised to RMS 1 over all logits, momentum 0.9).
         tau_start / tau_end: the softmax temperature, annealed geometrically.
         rho: the augmented Lagrangian's penalty weight on the normalised cost gap.
         init_logits: per unit, the starting logits (aligned with ``space.levels[i]``).
@@ -352,7 +352,7 @@ def relax(evaluator: Evaluator, params: Mapping[str, Any], fidelity: Fidelity) -
 
     Every step draws a fresh minibatch of ``fidelity.tokens`` tokens (batch
     ``(*fidelity.batch, step)``), takes the dense outputs from the evaluator's teacher cache,
-    and makes one Adam step on the logits. The evaluator's weights and settings are the same
+    and makes one step on the logits. The evaluator's weights and settings are the same
     afterwards.
 
     Args:
@@ -376,7 +376,7 @@ def relax(evaluator: Evaluator, params: Mapping[str, Any], fidelity: Fidelity) -
     config = RelaxParams.from_params(params, space.levels)
     start = time.perf_counter()
     relaxed = RelaxedModel(evaluator, config.init_logits, config.cost_scale)
-    optimizer = torch.optim.Adam(relaxed.logits, lr=config.lr)
+    optimizer = torch.optim.SGD(relaxed.logits, lr=config.lr, momentum=0.9)
     generator = torch.Generator().manual_seed(config.seed) if config.gumbel else None
     target = config.target_cost / config.cost_scale
     mu = config.mu0
@@ -402,6 +402,7 @@ def relax(evaluator: Evaluator, params: Mapping[str, Any], fidelity: Fidelity) -
             # One backward pass through the relaxation: the penalty and the fitness share it.
             outputs = [penalty, *(weights[name] for name in grads)]
             torch.autograd.backward(outputs, [torch.ones_like(penalty), *grads.values()])
+            _normalise_gradients(relaxed.logits)
             optimizer.step()
             violation = float(gap.detach())
             mu += config.rho * violation
@@ -434,6 +435,24 @@ def relax(evaluator: Evaluator, params: Mapping[str, Any], fidelity: Fidelity) -
         "mu": mu,
         "trace": trace,
     }
+
+
+def _normalise_gradients(logits: Sequence[torch.Tensor]) -> None:
+    """Divide every logit's gradient by the root mean square over all of them.
+
+    The step then has a fixed size (``lr``) whatever the fitness's scale, while the units keep
+    their relative sizes: which layer matters more is the whole signal. Adam, which normalises
+    each coordinate on its own, erased it: on all-MiniLM-L6-v2 at 70 % sparsity every unit moved
+    alike and the rounded profile was the uniform one (held-out 0.309); with this, 60 steps gave
+    0.272.
+    """
+    grads = [a.grad for a in logits if a.grad is not None]
+    if not grads:
+        return
+    rms = torch.cat([g.reshape(-1) for g in grads]).square().mean().sqrt()
+    if rms > 0:
+        for g in grads:
+            g.div_(rms)
 
 
 def _fitness_gradients(
