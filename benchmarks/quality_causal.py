@@ -58,7 +58,7 @@ def train(folder: Path, seconds: float, seed: int = 0) -> dict[str, float]:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         step += 1
     model.eval()
     model.save_pretrained(folder)
