@@ -75,6 +75,7 @@ MALFORMED = [
     ),
     ("unknown-preset", "algorithm: {name: evopress, preset: huge}", "algorithm.preset", ["'huge'", "'sparsity'"]),
     ("zero-workers", "workers: {count: 0}", "workers.count", ["got 0", "1"]),
+    ("zero-in-flight", "workers: {in_flight: 0}", "workers.in_flight", ["got 0", "greater than or equal to 1"]),
     ("bad-gpus", "workers: {gpus_per_worker: lots}", "workers.gpus_per_worker", ["'lots'", "'auto'"]),
     ("storage-not-a-url", "storage: pressroom.db", "storage", ["'pressroom.db'", "sqlite:///"]),
     ("negative-seed", "seed: -1", "seed", ["got -1", "0"]),
