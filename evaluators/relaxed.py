@@ -199,6 +199,11 @@ class RelaxedModel:
         self.logits = [torch.tensor(row, dtype=torch.float64, device=device, requires_grad=True) for row in init_logits]
         self.costs = [torch.tensor(c, dtype=torch.float64, device=device) for c in self.space.costs]
         self.cost_scale = cost_scale
+        # The costs padded into one matrix (levels past a unit's own add nothing), for bisection.
+        width = max(len(c) for c in self.costs)
+        self._padded_costs = torch.zeros((len(self.costs), width), dtype=torch.float64)
+        for i, c in enumerate(self.costs):
+            self._padded_costs[i, : len(c)] = c.cpu() / cost_scale
         # A mixed space's N:M levels are stored masks, not ranks of the nested ranking: read
         # every level of such a space as stored weights.
         self.nested = evaluator.db.nested and self.space.scheme.name != "mixed"
@@ -267,8 +272,7 @@ class RelaxedModel:
         """Per unit, softmax((logits - shift * costs / cost_scale + Gumbel noise) / tau); no
         noise without a generator."""
         out = []
-        for a, c in zip(self.logits, self.costs, strict=True):
-            a = a - shift * c / self.cost_scale
+        for a in self._shifted(shift):
             if generator is not None:
                 u = torch.rand(a.shape, generator=generator, dtype=a.dtype).to(a.device)
                 a = a - torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-12)))
@@ -283,12 +287,10 @@ class RelaxedModel:
         from the dearest profile's cost to the cheapest's, so bisection finds s for any budget
         in between. Not differentiated: the fitness gradient is taken at the shifted point.
         """
-        width = max(len(c) for c in self.costs)
-        logits = torch.full((len(self.costs), width), -math.inf, dtype=torch.float64)
-        costs = torch.zeros((len(self.costs), width), dtype=torch.float64)
-        for i, (a, c) in enumerate(zip(self.logits, self.costs, strict=True)):
-            logits[i, : len(c)] = a.detach().cpu()
-            costs[i, : len(c)] = c.cpu() / self.cost_scale
+        costs = self._padded_costs
+        logits = torch.full(costs.shape, -math.inf, dtype=torch.float64)
+        for i, a in enumerate(self.logits):
+            logits[i, : len(a)] = a.detach().cpu()
         goal = target / self.cost_scale
 
         def excess(shift: float) -> float:
@@ -341,10 +343,11 @@ class RelaxedModel:
 
     def final_logits(self, tau: float, shift: float) -> list[list[float]]:
         """Per unit, the shifted logits / tau: their softmax is `probabilities(tau, shift)`."""
-        return [
-            ((a.detach() - shift * c / self.cost_scale) / tau).cpu().tolist()
-            for a, c in zip(self.logits, self.costs, strict=True)
-        ]
+        return [(a.detach() / tau).cpu().tolist() for a in self._shifted(shift)]
+
+    def _shifted(self, shift: float) -> list[torch.Tensor]:
+        """Per unit, logits - shift * costs / cost_scale."""
+        return [a - shift * c / self.cost_scale for a, c in zip(self.logits, self.costs, strict=True)]
 
 
 def relax(evaluator: Evaluator, params: Mapping[str, Any], fidelity: Fidelity) -> dict[str, Any]:
@@ -389,8 +392,6 @@ def relax(evaluator: Evaluator, params: Mapping[str, Any], fidelity: Fidelity) -
             # The fitness sees the distribution shifted onto the budget (with Gumbel noise, a
             # sample around it); the penalty pulls the unshifted logits towards the budget too,
             # so that the shift stays small and no logit saturates far from it.
-            with torch.no_grad():
-                feasible = relaxed.probabilities(tau, shift)
             sampled = relaxed.probabilities(tau, shift, generator)
             batch = evaluator.data.batch(Fidelity(fidelity.tokens, (*fidelity.batch, step), fidelity.split))
             key = (fidelity.split, (*fidelity.batch, step), fidelity.tokens)
@@ -406,11 +407,7 @@ def relax(evaluator: Evaluator, params: Mapping[str, Any], fidelity: Fidelity) -
             optimizer.step()
             violation = float(gap.detach())
             mu += config.rho * violation
-            shifted_gap = float(relaxed.expected_cost(feasible)) / config.cost_scale - target
-            trace.append(
-                {"step": step, "tau": tau, "fitness": value, "gap": violation, "mu": mu, "shift": shift,
-                 "shifted_gap": shifted_gap}
-            )  # fmt: skip
+            trace.append({"step": step, "tau": tau, "fitness": value, "gap": violation, "mu": mu, "shift": shift})
             logger.debug(
                 "relax step %d: tau %.3g fitness %.6g gap %+.4g mu %.4g shift %.4g",
                 step,

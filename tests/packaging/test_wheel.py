@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -11,7 +12,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_wheel_holds_the_four_packages_and_the_console_script(tmp_path: Path) -> None:
-    # --no-isolation: the venv's setuptools builds it, so no download is needed
+    # Built from a copy, so setuptools' build/ folder never lands in the checkout; --no-isolation:
+    # the venv's setuptools builds it, so nothing is downloaded.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", ".cache"))
     subprocess.run(
         [
             sys.executable,
@@ -22,7 +26,7 @@ def test_the_wheel_holds_the_four_packages_and_the_console_script(tmp_path: Path
             "--skip-dependency-check",
             "--outdir",
             str(tmp_path),
-            str(ROOT),
+            str(source),
         ],
         check=True,
         capture_output=True,
