@@ -25,7 +25,8 @@ import ray
 
 from search.algorithms import ALGORITHMS
 from search.coordinator import Coordinator
-from search.storage import SearchStudy, TrialWriter, connect
+from search.storage import SearchStudy, connect
+from search.writer import TrialWriter
 from spaces import LayerInfo, Space, SparsityScheme
 from workers import WorkerPool
 from workers.runner import switch_distance

@@ -20,7 +20,8 @@ from spaces import Space
 from workers.runner import task_payload
 
 from .algorithms.base import Algorithm, Candidate, Result
-from .storage import BEST, Evaluation, SearchStudy, TrialWriter
+from .storage import BEST, Evaluation, SearchStudy
+from .writer import TrialWriter
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ class Coordinator:
         self._replay = {i: e for i, e in self.study.evaluations().items() if e.fitness is not None}
         for record in self._replay.values():
             if record.trial_state in (TrialState.COMPLETE, TrialState.PRUNED):
-                self.writer.adopt(record.member, record.trial_id, record.trial_state)
+                self.writer.adopt(record.member)
         logger.info(
             "resumed study %s at %d evaluations asked; %d evaluations are recorded for replay",
             self.study.name, state["next_id"], len(self._replay),

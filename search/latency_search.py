@@ -42,7 +42,8 @@ from workers.runner import task_payload
 from .algorithms.base import Candidate
 from .algorithms.constraint import Constraint
 from .spec import LatencySpec, Spec
-from .storage import BEST, METRIC, SearchStudy, TrialWriter
+from .storage import BEST, METRIC, SearchStudy
+from .writer import TrialWriter
 
 logger = logging.getLogger(__name__)
 

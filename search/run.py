@@ -28,7 +28,8 @@ from .raycluster import reachable, use_token_auth
 from .results import layers_from_records, record_space
 from .secrets import redact_text, url_password
 from .spec import Spec, algorithm_registry
-from .storage import METRIC, SPACE, SPEC, SearchStudy, StorageError, TrialWriter, check_fingerprint, connect
+from .storage import METRIC, SPACE, SPEC, SearchStudy, StorageError, check_fingerprint, connect
+from .writer import TrialWriter
 from .tracking import MlflowTracker, TrackingError
 
 logger = logging.getLogger(__name__)

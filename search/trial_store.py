@@ -1,0 +1,239 @@
+"""Storing one pass of the trial writer: through Optuna's public API, or in one SQL transaction.
+
+Optuna's public storage API commits each trial, user attribute and intermediate value in its own
+ORM transaction. Recording one evaluation that way cost the coordinator about 20 ms of CPU, which
+held one driver near 50 evaluations per second (`benchmarks/coordinator.py`). `SqlTrialStore`
+writes the same rows with SQLAlchemy Core, every trial of a pass in one transaction, into the
+tables Optuna's own models define, numbering new trials under the study-row lock Optuna takes, so
+Optuna, the dashboard and `pressroom status` read them as their own. It is used only on a schema
+revision it was checked against (`SCHEMAS`); on any other, `ApiTrialStore` writes through the
+public API. The two stores give identical trials (`tests/search/test_trial_store.py`).
+
+Both follow one contract: `write` removes from each `TrialRows` what it stored, so after an
+exception the rows hold exactly what is still to write, and writing them again neither duplicates
+a trial nor touches a finished one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from optuna.storages import RDBStorage
+from optuna.trial import TrialState, create_trial
+from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy.engine import Connection
+
+logger = logging.getLogger(__name__)
+
+SCHEMAS = frozenset({"v3.2.0.a"})  # Optuna's alembic revisions whose tables SqlTrialStore writes
+
+
+@dataclass
+class TrialRows:
+    """What one pass stores for one trial.
+
+    Args:
+        member: the member the trial records.
+        trial_id: the trial's id; None creates it.
+        started: when the member's first evaluation was dispatched (naive local time, as Optuna).
+        state: the state to set (a new trial needs one); None leaves it.
+        values: one per objective, with a COMPLETE state.
+        attrs: user attributes to set.
+        intermediate: intermediate values to set, by step.
+    """
+
+    member: int
+    trial_id: int | None
+    started: datetime
+    state: TrialState | None = None
+    values: list[float] | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+    intermediate: dict[int, float] = field(default_factory=dict)
+
+    def stored(self) -> None:
+        """Everything in these rows is stored."""
+        self.state, self.values = None, None
+        self.attrs.clear()
+        self.intermediate.clear()
+
+    @property
+    def empty(self) -> bool:
+        return self.trial_id is not None and self.state is None and not self.attrs and not self.intermediate
+
+
+class TrialStore(Protocol):
+    """Stores the rows of one writer pass and the study attributes that go with it."""
+
+    def write(self, study_id: int, rows: Iterable[TrialRows], study_attrs: dict[str, Any]) -> int:
+        """Store and empty `rows` and `study_attrs`; returns the number of transactions."""
+        ...
+
+
+class ApiTrialStore:
+    """Optuna's public storage API: one transaction per trial creation, attribute and value."""
+
+    def __init__(self, storage: RDBStorage) -> None:
+        self.storage = storage
+
+    def write(self, study_id: int, rows: Iterable[TrialRows], study_attrs: dict[str, Any]) -> int:
+        storage, calls = self.storage, 0
+        for row in rows:
+            if row.trial_id is None:
+                assert row.state is not None, "a new trial needs a state"
+                template = create_trial(
+                    state=row.state,
+                    values=row.values if row.state == TrialState.COMPLETE else None,
+                    user_attrs=row.attrs,
+                    intermediate_values=row.intermediate,
+                )
+                template.datetime_start = row.started
+                row.trial_id = storage.create_new_trial(study_id, template_trial=template)
+                row.stored()
+                calls += 1
+                continue
+            for step in list(row.intermediate):
+                storage.set_trial_intermediate_value(row.trial_id, step, row.intermediate.pop(step))
+                calls += 1
+            for key in list(row.attrs):
+                storage.set_trial_user_attr(row.trial_id, key, row.attrs[key])
+                del row.attrs[key]
+                calls += 1
+            if row.state is not None:
+                storage.set_trial_state_values(row.trial_id, row.state, row.values)
+                row.stored()
+                calls += 1
+        for key in list(study_attrs):
+            storage.set_study_user_attr(study_id, key, study_attrs.pop(key))
+            calls += 1
+        return calls
+
+
+class SqlTrialStore:
+    """Optuna's tables written with SQLAlchemy Core: a whole pass in one transaction.
+
+    Use `for_storage`, which checks the schema revision.
+    """
+
+    def __init__(self, storage: RDBStorage, models: Any) -> None:
+        self.engine = storage.engine
+        self.models = models
+        self.studies = models.StudyModel.__table__
+        self.trials = models.TrialModel.__table__
+        self.values = models.TrialValueModel.__table__
+        self.intermediate = models.TrialIntermediateValueModel.__table__
+        self.user_attrs = models.TrialUserAttributeModel.__table__
+        self.study_attrs = models.StudyUserAttributeModel.__table__
+
+    @classmethod
+    def for_storage(cls, storage: RDBStorage) -> SqlTrialStore | None:
+        """The store for `storage`, or None where its schema is not one this module knows."""
+        try:
+            from optuna.storages._rdb import models  # Optuna's table definitions
+        except ImportError:
+            return None
+        version = storage.get_current_version()
+        if version not in SCHEMAS:
+            logger.info("Optuna schema %s is not one pressroom writes directly; using Optuna's API", version)
+            return None
+        return cls(storage, models)
+
+    def write(self, study_id: int, rows: Iterable[TrialRows], study_attrs: dict[str, Any]) -> int:
+        rows = list(rows)
+        now = _utc(datetime.now())
+        with self.engine.begin() as conn:
+            new = [row for row in rows if row.trial_id is None]
+            created = self._create(conn, study_id, new, now)
+            ids = [row.trial_id if row.trial_id is not None else created[id(row)] for row in rows]
+            old = {row.trial_id for row in rows if row.trial_id is not None}
+            self._set_values(conn, rows, ids)
+            self._replace(
+                conn, self.intermediate, "step",
+                [(trial_id, step, self._intermediate(v)) for row, trial_id in zip(rows, ids, strict=True)
+                 for step, v in row.intermediate.items()],
+                old,
+            )  # fmt: skip
+            self._replace(
+                conn, self.user_attrs, "key",
+                [(trial_id, key, {"value_json": json.dumps(v)}) for row, trial_id in zip(rows, ids, strict=True)
+                 for key, v in row.attrs.items()],
+                old,
+            )  # fmt: skip
+            finished = [
+                {"b_id": trial_id, "state": row.state, "datetime_complete": now if row.state.is_finished() else None}
+                for row, trial_id in zip(rows, ids, strict=True)
+                if row.trial_id is not None and row.state is not None
+            ]
+            if finished:
+                conn.execute(
+                    update(self.trials).where(self.trials.c.trial_id == bindparam("b_id")), finished
+                )
+            self._set_study_attrs(conn, study_id, study_attrs)
+        for row, trial_id in zip(rows, ids, strict=True):
+            row.trial_id = trial_id
+            row.stored()
+        study_attrs.clear()
+        return 1
+
+    def _create(self, conn: Connection, study_id: int, new: list[TrialRows], now: datetime) -> dict[int, int]:
+        """Insert the new trials, numbered after the study's last, under Optuna's study-row lock."""
+        if not new:
+            return {}
+        studies, trials = self.studies, self.trials
+        conn.execute(select(studies.c.study_id).where(studies.c.study_id == study_id).with_for_update())
+        first = conn.execute(select(func.count()).select_from(trials).where(trials.c.study_id == study_id)).scalar_one()
+        records = []
+        for number, row in enumerate(new, start=first):
+            assert row.state is not None, "a new trial needs a state"
+            records.append({
+                "number": number, "study_id": study_id, "state": row.state,
+                "datetime_start": _utc(row.started), "datetime_complete": now if row.state.is_finished() else None,
+            })  # fmt: skip
+        result = conn.execute(insert(trials).returning(trials.c.trial_id, sort_by_parameter_order=True), records)
+        return {id(row): trial_id for row, (trial_id,) in zip(new, result, strict=True)}
+
+    def _set_values(self, conn: Connection, rows: list[TrialRows], ids: list[int]) -> None:
+        stored = self.models.TrialValueModel.value_to_stored_repr
+        records = [
+            dict(zip(("value", "value_type"), stored(value), strict=True)) | {"trial_id": trial_id, "objective": k}
+            for row, trial_id in zip(rows, ids, strict=True)
+            if row.state == TrialState.COMPLETE and row.values
+            for k, value in enumerate(row.values)
+        ]
+        if records:
+            conn.execute(insert(self.values), records)
+
+    def _intermediate(self, value: float) -> dict[str, Any]:
+        stored, kind = self.models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
+        return {"intermediate_value": stored, "intermediate_value_type": kind}
+
+    def _replace(
+        self, conn: Connection, table: Any, column: str, items: list[tuple[int, Any, Mapping[str, Any]]], old: set[int]
+    ) -> None:
+        """Set (trial, `column`) -> columns: delete what existing trials hold under those keys, insert."""
+        stale = [{"b_id": trial_id, "b_key": key} for trial_id, key, _ in items if trial_id in old]
+        if stale:
+            conn.execute(
+                delete(table).where(table.c.trial_id == bindparam("b_id"), table.c[column] == bindparam("b_key")),
+                stale,
+            )
+        if items:
+            conn.execute(insert(table), [{"trial_id": trial_id, column: key, **cols} for trial_id, key, cols in items])
+
+    def _set_study_attrs(self, conn: Connection, study_id: int, attrs: dict[str, Any]) -> None:
+        if not attrs:
+            return
+        table = self.study_attrs
+        conn.execute(delete(table).where(table.c.study_id == study_id, table.c.key.in_(list(attrs))))
+        conn.execute(
+            insert(table), [{"study_id": study_id, "key": key, "value_json": json.dumps(v)} for key, v in attrs.items()]
+        )
+
+
+def _utc(local: datetime) -> datetime:
+    """Naive local time as the naive UTC Optuna's RDB tables hold."""
+    return local.astimezone(UTC).replace(tzinfo=None)

@@ -1,0 +1,228 @@
+"""`TrialWriter`: the coordinator's trial events and checkpoints, stored on a background thread.
+
+Only the coordinator writes, and never on its own thread: the writer queues events, and its
+thread folds each member's queued events into one `TrialRows` (a member evaluated before its
+trial was stored becomes one created trial) and stores a whole pass at once, in one transaction
+where the schema allows (`trial_store`). A pass that fails on a lost connection is retried until
+the database is back, so a restarted PostgreSQL loses nothing; the checkpoint of a pass is
+stored with its trials, never ahead of them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from optuna.trial import TrialState
+from sqlalchemy import exc as sa_exc
+
+from .storage import CHECKPOINT, EVALUATIONS, PROGRESS, Evaluation, SearchStudy
+from .trial_store import ApiTrialStore, SqlTrialStore, TrialRows, TrialStore
+
+logger = logging.getLogger(__name__)
+
+_RETRYABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError)
+
+
+@dataclass
+class _Member:
+    """What the writer knows of one member: its trial (once created) and what is still to write."""
+
+    attrs: dict[str, Any]
+    trial_id: int | None = None
+    started: datetime = field(default_factory=datetime.now)
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+    unwritten_values: dict[int, float] = field(default_factory=dict)
+    dirty: set[str] = field(default_factory=set)  # user attributes changed since the last write
+    state: TrialState = TrialState.RUNNING
+    state_written: bool = False
+    final_values: list[float] | None = None  # one per objective, for COMPLETE
+
+    def take(self, member: int) -> TrialRows:
+        """What is still to store, as rows; afterwards the member holds nothing unwritten."""
+        attrs = {**self.attrs, EVALUATIONS: self.evaluations}
+        new = self.trial_id is None
+        state = None if self.state_written or (not new and self.state == TrialState.RUNNING) else self.state
+        rows = TrialRows(
+            member,
+            self.trial_id,
+            self.started,
+            state=state,
+            values=self.final_values if state == TrialState.COMPLETE else None,
+            attrs={key: attrs[key] for key in (attrs if new else sorted(self.dirty))},
+            intermediate=dict(self.unwritten_values),
+        )
+        self.dirty.clear()
+        self.unwritten_values.clear()
+        self.state_written = self.state != TrialState.RUNNING
+        return rows
+
+
+class TrialWriter:
+    """Applies trial and checkpoint events on a background thread; never blocks its callers.
+
+    Args:
+        study: the study to write to.
+        retry_s: the first back-off after a lost connection (doubling up to 30 s).
+        direct: store passes with `SqlTrialStore` where the schema is one it knows; False
+            always uses Optuna's public API.
+    """
+
+    def __init__(self, study: SearchStudy, retry_s: float = 0.5, direct: bool = True) -> None:
+        self.study = study
+        self.retry_s = retry_s
+        self.store: TrialStore = (direct and SqlTrialStore.for_storage(study.storage)) or ApiTrialStore(study.storage)
+        self._lock = threading.Condition()
+        self._events: deque[tuple[str, Any]] = deque()
+        self._members: dict[int, _Member] = {}
+        self._finished: set[int] = set()
+        self._study_attrs: dict[str, Any] = {}
+        self._busy = False
+        self._closed = False
+        self.errors: list[str] = []
+        self.writes = 0  # transactions committed
+        self._thread = threading.Thread(target=self._run, name="pressroom-trial-writer", daemon=True)
+        self._thread.start()
+
+    # --- events (called by the coordinator) ------------------------------------------------------
+
+    def _push(self, kind: str, payload: Any) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("TrialWriter is closed")
+            self._events.append((kind, payload))
+            self._lock.notify_all()
+
+    def begin(self, member: int, attrs: Mapping[str, Any]) -> None:
+        """A member's first evaluation was dispatched: its trial should exist, RUNNING."""
+        self._push("begin", (member, dict(attrs)))
+
+    def adopt(self, member: int) -> None:
+        """A member whose trial was finished before a restart: its later events change nothing."""
+        self._push("adopt", member)
+
+    def record(self, member: int, evaluation: Evaluation, attrs: Mapping[str, Any]) -> None:
+        """An evaluation of the member finished: an intermediate value at step = tokens."""
+        self._push("record", (member, evaluation, dict(attrs)))
+
+    def finish(self, member: int, state: TrialState, value: float | Sequence[float] | None = None) -> None:
+        """The member's fate: COMPLETE with its final value (one per objective in a
+        multi-objective study: the fitness first), PRUNED or FAIL."""
+        values = None if value is None else [float(value)] if isinstance(value, int | float) else list(value)
+        self._push("finish", (member, state, values))
+
+    def checkpoint(self, state: Mapping[str, Any], progress: Mapping[str, Any]) -> None:
+        """The algorithm's state, and a summary for `pressroom status`; written after every
+        trial event queued before them."""
+        self._push("checkpoint", (json.dumps(state), dict(progress)))
+
+    def study_attr(self, key: str, value: Any) -> None:
+        """A study user attribute, written after every trial event queued before it."""
+        self._push("study_attr", (key, value))
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued so far is written; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while self._events or self._busy:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._lock.wait(remaining)
+        return True
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Flush, then stop the thread; returns False if some events could not be written in time."""
+        done = self.flush(timeout)
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
+        self._thread.join(1.0 if not done else None)
+        return done
+
+    @property
+    def backlog(self) -> int:
+        with self._lock:
+            return len(self._events)
+
+    # --- the thread ------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._events and not self._closed:
+                    self._lock.wait()
+                if not self._events and self._closed:
+                    return
+                batch = list(self._events)
+                self._events.clear()
+                self._busy = True
+            self._absorb(batch)
+            self._write_pass()
+            with self._lock:
+                self._busy = False
+                self._lock.notify_all()
+
+    def _absorb(self, batch: Iterable[tuple[str, Any]]) -> None:
+        """Fold events into member states and the study attributes to write."""
+        for kind, payload in batch:
+            if kind == "checkpoint":
+                self._study_attrs[CHECKPOINT], self._study_attrs[PROGRESS] = payload
+                continue
+            if kind == "study_attr":
+                self._study_attrs[payload[0]] = payload[1]
+                continue
+            if kind == "adopt":
+                self._finished.add(payload)
+                continue
+            member = payload[0]
+            if member in self._finished:
+                continue  # a finished trial is never reopened
+            entry = self._members.setdefault(member, _Member({}))
+            if kind == "begin":
+                entry.attrs.update(payload[1])
+                entry.dirty.update(payload[1])
+            elif kind == "record":
+                _, evaluation, attrs = payload
+                entry.attrs.update(attrs)
+                entry.evaluations.append(evaluation.to_attr())
+                entry.dirty.update(attrs)
+                entry.dirty.add(EVALUATIONS)
+                if evaluation.fitness is not None:
+                    entry.unwritten_values[evaluation.tokens] = evaluation.fitness
+            elif kind == "finish":
+                _, state, values = payload
+                entry.state, entry.final_values = state, values
+
+    def _write_pass(self) -> None:
+        """Store what the members and study attributes hold, retrying while the database is away."""
+        rows = [row for member, entry in self._members.items() if not (row := entry.take(member)).empty]
+        delay = self.retry_s
+        while rows or self._study_attrs:
+            try:
+                self.writes += self.store.write(self.study.id, rows, self._study_attrs)
+                break
+            except _RETRYABLE as exc:
+                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+                logger.warning("storage write failed (%s); retrying in %.1f s", reason, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            except Exception as exc:  # a bug or a rejected value: keep going, but say so loudly
+                logger.exception("storage write failed and was dropped")
+                self.errors.append(repr(exc))
+                self._study_attrs.clear()
+                break
+        for row in rows:
+            if row.trial_id is not None:
+                self._members[row.member].trial_id = row.trial_id
+        # finished members need nothing more; forget them so a long search stays small
+        for member in [m for m, e in self._members.items() if e.state_written]:
+            del self._members[member]
+            self._finished.add(member)
