@@ -71,13 +71,16 @@ class TrialWriter:
     Args:
         study: the study to write to.
         retry_s: the first back-off after a lost connection (doubling up to 30 s).
+        linger_s: how long a pass waits after its first event for more, so that short
+            evaluations share transactions (`flush` and `close` cut it short).
         direct: store passes with `SqlTrialStore` where the schema is one it knows; False
             always uses Optuna's public API.
     """
 
-    def __init__(self, study: SearchStudy, retry_s: float = 0.5, direct: bool = True) -> None:
+    def __init__(self, study: SearchStudy, retry_s: float = 0.5, linger_s: float = 0.05, direct: bool = True) -> None:
         self.study = study
         self.retry_s = retry_s
+        self.linger_s = linger_s
         self.store: TrialStore = (direct and SqlTrialStore.for_storage(study.storage)) or ApiTrialStore(study.storage)
         self._lock = threading.Condition()
         self._events: deque[tuple[str, Any]] = deque()
@@ -86,6 +89,7 @@ class TrialWriter:
         self._study_attrs: dict[str, Any] = {}
         self._busy = False
         self._closed = False
+        self._flushing = 0  # callers waiting in flush: no lingering then
         self.errors: list[str] = []
         self.writes = 0  # transactions committed
         self._thread = threading.Thread(target=self._run, name="pressroom-trial-writer", daemon=True)
@@ -98,7 +102,8 @@ class TrialWriter:
             if self._closed:
                 raise RuntimeError("TrialWriter is closed")
             self._events.append((kind, payload))
-            self._lock.notify_all()
+            if len(self._events) == 1:  # the thread may be waiting for a first event
+                self._lock.notify_all()
 
     def begin(self, member: int, attrs: Mapping[str, Any]) -> None:
         """A member's first evaluation was dispatched: its trial should exist, RUNNING."""
@@ -131,11 +136,16 @@ class TrialWriter:
         """Wait until everything queued so far is written; False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            while self._events or self._busy:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                self._lock.wait(remaining)
+            self._flushing += 1
+            self._lock.notify_all()
+            try:
+                while self._events or self._busy:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    self._lock.wait(remaining)
+            finally:
+                self._flushing -= 1
         return True
 
     def close(self, timeout: float | None = None) -> bool:
@@ -161,6 +171,9 @@ class TrialWriter:
                     self._lock.wait()
                 if not self._events and self._closed:
                     return
+                deadline = time.monotonic() + self.linger_s
+                while not (self._closed or self._flushing) and (left := deadline - time.monotonic()) > 0:
+                    self._lock.wait(left)
                 batch = list(self._events)
                 self._events.clear()
                 self._busy = True

@@ -9,7 +9,9 @@ per-level scores (the multiple-choice knapsack). They work on index arrays; `Spa
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +36,11 @@ class CostTables:
     costs: tuple[IntArray, ...]
     budget: int
     exact: bool
+
+    @cached_property
+    def cost_lists(self) -> list[list[int]]:
+        """`costs` as Python lists, for per-unit loops."""
+        return [c.tolist() for c in self.costs]
 
     @classmethod
     def build(cls, costs: list[list[int]], budget: int, exact: bool) -> CostTables:
@@ -123,8 +130,12 @@ def log_count(tables: CostTables, rows: list[FloatArray]) -> float:
     return float(rows[0][tables.budget]) if tables.feasible else -math.inf
 
 
-def sample_indices(tables: CostTables, rows: list[FloatArray], rng: np.random.Generator) -> IntArray:
-    """One feasible choice, exactly uniform over all of them."""
+def sample_indices(tables: CostTables, rows: Sequence[Sequence[float]], rng: np.random.Generator) -> IntArray:
+    """One feasible choice, exactly uniform over all of them.
+
+    `rows` are `count_table`'s rows, best as memoryviews: indexing one gives a Python float
+    without numpy's per-item cost.
+    """
     if not tables.feasible or not np.isfinite(rows[0][tables.budget]):
         raise ValueError("the space has no feasible profile to sample")
     remaining = tables.budget
@@ -132,9 +143,9 @@ def sample_indices(tables: CostTables, rows: list[FloatArray], rng: np.random.Ge
     draws = rng.random(len(tables.costs)).tolist()
     # Plain Python per unit: a unit has a handful of levels, and numpy's per-call overhead on
     # arrays that small made sampling the coordinator's largest cost (11 ms for 224 units).
-    for i, costs in enumerate(tables.costs):
+    for i, costs in enumerate(tables.cost_lists):
         row = rows[i + 1]
-        logits = [float(row[remaining - c]) if c <= remaining else -math.inf for c in costs.tolist()]
+        logits = [row[remaining - c] if c <= remaining else -math.inf for c in costs]
         top = max(logits)
         weights = [math.exp(v - top) for v in logits]
         threshold, k, acc = draws[i] * sum(weights), 0, weights[0]
@@ -144,7 +155,7 @@ def sample_indices(tables: CostTables, rows: list[FloatArray], rng: np.random.Ge
         while weights[k] == 0.0:  # a draw rounded up to the total: the last feasible level
             k -= 1
         picks[i] = k
-        remaining -= int(costs[k])
+        remaining -= costs[k]
     return picks
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -41,20 +41,30 @@ class Profile(Mapping[str, int]):
         for name, level in levels.items():
             if isinstance(level, bool) or not isinstance(level, int | np.integer):
                 raise TypeError(f"profile level of {name!r} must be an integer, got {level!r}")
+        self._freeze({str(k): int(v) for k, v in levels.items()}, scheme, model, granularity)
+
+    @classmethod
+    def _of_ints(cls, levels: dict[str, int], scheme: Mapping[str, Any], model: str, granularity: str) -> Profile:
+        """A profile over `levels`, a new dict of str -> int that no one else holds, taken as it
+        is: the fast path of `Space.from_array`, which builds thousands of them at a barrier."""
+        profile = cls.__new__(cls)
+        profile._freeze(levels, scheme, model, granularity)
+        return profile
+
+    def _freeze(self, levels: dict[str, int], scheme: Mapping[str, Any], model: str, granularity: str) -> None:
         # Attributes are set once, here; __setattr__ refuses any later change.
-        frozen: dict[str, int] = {str(k): int(v) for k, v in levels.items()}
         set_ = object.__setattr__
-        set_(self, "_levels", MappingProxyType(frozen))
+        set_(self, "_levels", MappingProxyType(levels))
         set_(self, "scheme", MappingProxyType(dict(scheme)))
         set_(self, "model", model)
         set_(self, "granularity", granularity)
-        set_(self, "_hash", hash(tuple(sorted(frozen.items()))))
+        set_(self, "_hash", None)  # computed when first asked for
 
     _levels: Mapping[str, int]
     scheme: Mapping[str, Any]
     model: str
     granularity: str
-    _hash: int
+    _hash: int | None
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Profile is immutable; cannot set {name!r}")
@@ -76,7 +86,18 @@ class Profile(Mapping[str, int]):
         return len(self._levels)
 
     def __hash__(self) -> int:
+        if self._hash is None:
+            object.__setattr__(self, "_hash", hash(tuple(sorted(self._levels.items()))))
+        assert self._hash is not None
         return self._hash
+
+    def values_for(self, names: Iterable[str]) -> tuple[int, ...]:
+        """The levels of `names`, in that order.
+
+        Raises:
+            KeyError: a name that is not one of the profile's units.
+        """
+        return tuple(map(self._levels.__getitem__, names))
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Profile):

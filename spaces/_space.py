@@ -81,20 +81,16 @@ class Space:
 
     def from_array(self, levels: Sequence[int] | LevelArray) -> Profile:
         """A profile from level values in unit order."""
-        values = [int(v) for v in levels]
+        integers = isinstance(levels, np.ndarray) and levels.dtype.kind in "iu"
+        values = levels.tolist() if integers else [int(v) for v in levels]  # type: ignore[union-attr]
         if len(values) != len(self.units):
             raise ValueError(f"expected {len(self.units)} levels, got {len(values)}")
-        return Profile(
-            dict(zip(self.names, values, strict=True)),
-            scheme=self._scheme_dict,
-            model=self.model,
-            granularity=self.granularity,
-        )
+        levels_by_name = dict(zip(self.names, values, strict=True))
+        return Profile._of_ints(levels_by_name, self._scheme_dict, self.model, self.granularity)
 
     def to_array(self, profile: Mapping[str, int]) -> LevelArray:
         """Level values in unit order; checks that the profile belongs to this space."""
-        self.check(profile)
-        return np.fromiter((profile[name] for name in self.names), dtype=np.int64, count=len(self.names))
+        return np.array(self._checked_values(profile), dtype=np.int64)
 
     def check(self, profile: Mapping[str, int]) -> None:
         """Raise a clear ValueError unless `profile` is a profile of this space.
@@ -102,6 +98,10 @@ class Space:
         It checks the model fingerprint, the scheme and granularity, the unit names and that every
         level is allowed; it does not check the budget (see `is_feasible`).
         """
+        self._checked_values(profile)
+
+    def _checked_values(self, profile: Mapping[str, int]) -> tuple[int, ...]:
+        """`check`, returning the levels in unit order."""
         if isinstance(profile, Profile):
             if profile.model != self.model:
                 raise ValueError(f"the profile was made for model {profile.model!r}, but this model is {self.model!r}")
@@ -115,17 +115,25 @@ class Space:
                     f"the profile uses scheme {_describe(profile.scheme)}, but this search uses "
                     f"{_describe(self._scheme_dict)}"
                 )
-        unknown = sorted(set(profile) - set(self.index))
-        missing = [name for name in self.names if name not in profile]
-        if unknown or missing:
+        try:
+            if isinstance(profile, Profile):
+                values = profile.values_for(self.names)
+            else:
+                values = tuple(profile[name] for name in self.names)
+        except KeyError:
+            values = ()
+        if len(values) != len(self.names) or len(profile) != len(self.names):
+            unknown = sorted(set(profile) - set(self.index))
+            missing = [name for name in self.names if name not in profile]
             raise ValueError(
                 "the profile's units do not match this model's: "
                 + (f"unknown {unknown[:5]}{'...' if len(unknown) > 5 else ''} " if unknown else "")
                 + (f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}" if missing else "")
             )
-        for i, name in enumerate(self.names):
-            if profile[name] not in self._position[i]:
-                raise ValueError(f"level {profile[name]} of {name!r} is not allowed; allowed: {list(self.levels[i])}")
+        for i, (value, allowed) in enumerate(zip(values, self._position, strict=True)):
+            if value not in allowed:
+                raise ValueError(f"level {value} of {self.names[i]!r} is not allowed; allowed: {list(self.levels[i])}")
+        return values
 
     def cost(self, profile: Mapping[str, int] | LevelArray) -> int:
         """The profile's total cost in the scheme's integer units."""
@@ -156,6 +164,10 @@ class Space:
     def _count_rows(self) -> list[npt.NDArray[np.float64]]:
         return _dp.count_table(self._tables)
 
+    @cached_property
+    def _count_views(self) -> list[memoryview]:
+        return [memoryview(row) for row in self._count_rows]
+
     def log_size(self) -> float:
         """The natural log of the number of feasible profiles."""
         return _dp.log_count(self._tables, self._count_rows)
@@ -165,7 +177,7 @@ class Space:
         return self.from_array(self.sample_array(rng))
 
     def sample_array(self, rng: np.random.Generator) -> LevelArray:
-        picks = _dp.sample_indices(self._tables, self._count_rows, rng)
+        picks = _dp.sample_indices(self._tables, self._count_views, rng)
         return np.asarray([self.levels[i][k] for i, k in enumerate(picks)], dtype=np.int64)
 
     def project(self, scores: Sequence[Sequence[float] | npt.NDArray[np.float64]]) -> Profile:

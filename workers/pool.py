@@ -10,7 +10,8 @@ left to run anything.
 Routing: an actor that is free takes the queued task whose `route` is closest, by the pool's
 `distance`, to the route of the last task it was given (for evaluators: the level array it
 holds, so it rewrites the fewest layers); when several actors are free, the closest pair goes
-first. A task without a route has no preference and counts as a perfect match anywhere (so
+first, among the actors with the fewest tasks in flight (an idle actor before a busy one's
+second slot). A task without a route has no preference and counts as a perfect match anywhere (so
 routed work never starves it); an actor without a last route takes what the others leave, in
 queue order; without a `distance` the pool is plain first-in, first-out. Ties go to the earlier
 task, then to the earlier actor. An actor that already failed a task gets it again only when no
@@ -405,9 +406,15 @@ class WorkerPool:
         # route changed): distances are the expensive part.
         ranks = {worker: self._ranks(worker, self._queue.values()) for worker in slots}
         while slots and self._queue:
-            _, worker, key = min(
-                ((rank, worker, key) for worker in slots for key, rank in ranks[worker].items()),
-                key=lambda item: item[0],  # ranks are unique: they end in (task seq, worker order)
+            # After the retry rule, an actor with fewer tasks goes first: a second task queued
+            # behind a running one while another actor idles leaves that one idle at a stage's end.
+            *_, worker, key = min(
+                (
+                    (rank[0], len(worker.flights), rank, worker, key)
+                    for worker in slots
+                    for key, rank in ranks[worker].items()
+                ),
+                key=lambda item: item[:3],  # ranks are unique: they end in (task seq, worker order)
             )
             task = self._queue.pop(key)
             self._send(worker, task)
