@@ -29,8 +29,8 @@ from .results import layers_from_records, record_space
 from .secrets import redact_text, url_password
 from .spec import Spec, algorithm_registry
 from .storage import METRIC, SPACE, SPEC, SearchStudy, StorageError, check_fingerprint, connect
-from .writer import TrialWriter
 from .tracking import MlflowTracker, TrackingError
+from .writer import TrialWriter
 
 logger = logging.getLogger(__name__)
 

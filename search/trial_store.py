@@ -169,9 +169,7 @@ class SqlTrialStore:
                 if row.trial_id is not None and row.state is not None
             ]
             if finished:
-                conn.execute(
-                    update(self.trials).where(self.trials.c.trial_id == bindparam("b_id")), finished
-                )
+                conn.execute(update(self.trials).where(self.trials.c.trial_id == bindparam("b_id")), finished)
             self._set_study_attrs(conn, study_id, study_attrs)
         for row, trial_id in zip(rows, ids, strict=True):
             row.trial_id = trial_id

@@ -1,11 +1,12 @@
 """`TrialWriter`: the coordinator's trial events and checkpoints, stored on a background thread.
 
 Only the coordinator writes, and never on its own thread: the writer queues events, and its
-thread folds each member's queued events into one `TrialRows` (a member evaluated before its
-trial was stored becomes one created trial) and stores a whole pass at once, in one transaction
-where the schema allows (`trial_store`). A pass that fails on a lost connection is retried until
-the database is back, so a restarted PostgreSQL loses nothing; the checkpoint of a pass is
-stored with its trials, never ahead of them.
+thread, after lingering briefly for more, folds each member's queued events into one
+`TrialRows` (a member evaluated before its trial was stored becomes one created trial) and
+stores a whole pass at once, in one transaction where the schema allows (`trial_store`). A pass
+that fails on a lost connection is retried until the database is back, so a restarted
+PostgreSQL loses nothing; the checkpoint of a pass is stored with its trials, never ahead of
+them.
 """
 
 from __future__ import annotations

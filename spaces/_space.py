@@ -166,7 +166,7 @@ class Space:
 
     @cached_property
     def _count_views(self) -> list[memoryview]:
-        return [memoryview(row) for row in self._count_rows]
+        return [memoryview(row.data) for row in self._count_rows]
 
     def log_size(self) -> float:
         """The natural log of the number of feasible profiles."""

@@ -30,8 +30,8 @@ from search.latency_search import (
 from search.run import run_search
 from search.spec import LatencySpec, SpecError, load_spec, load_spec_text
 from search.storage import BEST, SearchStudy, connect
-from search.writer import TrialWriter
 from search.storage import Evaluation as StoredEvaluation
+from search.writer import TrialWriter
 from spaces import BitwidthScheme, LayerInfo, MixedScheme, Space
 from tests.conftest import free_port
 from tests.search.harness import additive_problem, run

@@ -73,9 +73,12 @@ def test_json_round_trip(profile, indent):
 def test_a_sampled_profile_survives_json_and_still_fits_its_space(space, seed):
     profile = space.sample(np.random.default_rng(seed))
     again = Profile.from_json(profile.to_json())
-    assert again == profile
+    assert again == profile and hash(again) == hash(profile)  # from_array's fast path agrees
+    assert all(type(level) is int for level in profile.values())
     space.check(again)
     assert np.array_equal(space.to_array(again), space.to_array(profile))
+    for dtype in (np.int8, np.int64, np.float64):
+        assert space.from_array(space.to_array(profile).astype(dtype)) == profile
     assert space.is_feasible(again)
 
 

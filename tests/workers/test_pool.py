@@ -284,6 +284,18 @@ def test_several_tasks_in_flight_per_actor(make_pool):
 
 
 @pytest.mark.ray
+def test_an_idle_actor_gets_a_task_before_a_busy_actor_gets_its_second(make_pool):
+    pool = make_pool(2, distance=switch_distance, max_in_flight_per_actor=2)
+    zeros = np.zeros(6, dtype=np.int64)
+    # By route alone the actor that takes "a" is nearest "b" too, and would queue it behind "a"
+    # while the other actor idles.
+    pool.submit("a", {"value": "a", "sleep": 0.3}, route=zeros)
+    pool.submit("b", {"value": "b", "sleep": 0.3}, route=zeros)
+    outcomes = _by_key(_drain(pool))
+    assert {outcomes["a"].worker, outcomes["b"].worker} == {"w0", "w1"}
+
+
+@pytest.mark.ray
 def test_a_task_that_cannot_be_sent_is_reported(make_pool):
     pool = make_pool(1, method="no_such_method")
     pool.submit("x", {"value": 1})
