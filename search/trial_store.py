@@ -146,32 +146,31 @@ class SqlTrialStore:
         rows = list(rows)
         now = _utc(datetime.now())
         with self.engine.begin() as conn:
-            new = [row for row in rows if row.trial_id is None]
-            created = self._create(conn, study_id, new, now)
-            ids = [row.trial_id if row.trial_id is not None else created[id(row)] for row in rows]
+            created = self._create(conn, study_id, [row for row in rows if row.trial_id is None], now)
+            pairs = [(row, created[id(row)] if row.trial_id is None else row.trial_id) for row in rows]
             old = {row.trial_id for row in rows if row.trial_id is not None}
-            self._set_values(conn, rows, ids)
-            self._replace(
-                conn, self.intermediate, "step",
-                [(trial_id, step, self._intermediate(v)) for row, trial_id in zip(rows, ids, strict=True)
-                 for step, v in row.intermediate.items()],
-                old,
-            )  # fmt: skip
-            self._replace(
-                conn, self.user_attrs, "key",
-                [(trial_id, key, {"value_json": json.dumps(v)}) for row, trial_id in zip(rows, ids, strict=True)
-                 for key, v in row.attrs.items()],
-                old,
-            )  # fmt: skip
+            intermediate = [
+                (trial_id, step, self._intermediate(value))
+                for row, trial_id in pairs
+                for step, value in row.intermediate.items()
+            ]
+            self._replace(conn, self.intermediate, "step", intermediate, old)
+            attrs = [
+                (trial_id, key, {"value_json": json.dumps(value)})
+                for row, trial_id in pairs
+                for key, value in row.attrs.items()
+            ]
+            self._replace(conn, self.user_attrs, "key", attrs, old)
+            self._set_values(conn, pairs)
             finished = [
                 {"b_id": trial_id, "state": row.state, "datetime_complete": now if row.state.is_finished() else None}
-                for row, trial_id in zip(rows, ids, strict=True)
-                if row.trial_id is not None and row.state is not None
+                for row, trial_id in pairs
+                if trial_id in old and row.state is not None
             ]
             if finished:
                 conn.execute(update(self.trials).where(self.trials.c.trial_id == bindparam("b_id")), finished)
             self._set_study_attrs(conn, study_id, study_attrs)
-        for row, trial_id in zip(rows, ids, strict=True):
+        for row, trial_id in pairs:
             row.trial_id = trial_id
             row.stored()
         study_attrs.clear()
@@ -194,14 +193,15 @@ class SqlTrialStore:
         result = conn.execute(insert(trials).returning(trials.c.trial_id, sort_by_parameter_order=True), records)
         return {id(row): trial_id for row, (trial_id,) in zip(new, result, strict=True)}
 
-    def _set_values(self, conn: Connection, rows: list[TrialRows], ids: list[int]) -> None:
+    def _set_values(self, conn: Connection, pairs: list[tuple[TrialRows, int]]) -> None:
+        """The objective values of trials that are COMPLETE now."""
         stored = self.models.TrialValueModel.value_to_stored_repr
-        records = [
-            dict(zip(("value", "value_type"), stored(value), strict=True)) | {"trial_id": trial_id, "objective": k}
-            for row, trial_id in zip(rows, ids, strict=True)
-            if row.state == TrialState.COMPLETE and row.values
-            for k, value in enumerate(row.values)
-        ]
+        records = []
+        for row, trial_id in pairs:
+            if row.state == TrialState.COMPLETE and row.values:
+                for objective, value in enumerate(row.values):
+                    number, kind = stored(value)
+                    records.append({"trial_id": trial_id, "objective": objective, "value": number, "value_type": kind})
         if records:
             conn.execute(insert(self.values), records)
 
