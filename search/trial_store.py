@@ -71,7 +71,6 @@ class TrialStore(Protocol):
 
     def write(self, study_id: int, rows: Iterable[TrialRows], study_attrs: dict[str, Any]) -> int:
         """Store and empty `rows` and `study_attrs`; returns the number of transactions."""
-        ...
 
 
 class ApiTrialStore:
