@@ -209,7 +209,12 @@ class SqlTrialStore:
         return {"intermediate_value": stored, "intermediate_value_type": kind}
 
     def _replace(
-        self, conn: Connection, table: Any, column: str, items: Sequence[tuple[int, Any, Mapping[str, Any]]], old: set[int]
+        self,
+        conn: Connection,
+        table: Any,
+        column: str,
+        items: Sequence[tuple[int, Any, Mapping[str, Any]]],
+        old: set[int],
     ) -> None:
         """Set (trial, `column`) -> columns: delete what existing trials hold under those keys, insert."""
         stale = [{"b_id": trial_id, "b_key": key} for trial_id, key, _ in items if trial_id in old]
