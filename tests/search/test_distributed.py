@@ -9,11 +9,13 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.trial import TrialState
 
 from search.run import run_search
@@ -41,6 +43,10 @@ class Recorder:
 
     def on_finish(self, algorithm) -> None:
         self.algorithm = algorithm
+
+
+# About 7 s of search on 2 CPUs (~0.25 s a generation): a wide window to interrupt it in.
+LONG_EVOPRESS = {"name": "evopress", "params": {"generations": 30, "offspring": 6, "stages": [[2, 1024], [1, 2048]]}}
 
 
 def _study(url: str, name: str) -> optuna.Study:
@@ -143,11 +149,27 @@ def test_a_postgres_restart_mid_search_loses_nothing(write_spec, postgres_url, r
     assert _study(postgres_url, "pg-restart").user_attrs[BEST]["fitness"] == recorder.algorithm.best[1]
 
 
-def _trial_count(url: str, study: str) -> int:
+def _count(engine: sqlalchemy.Engine, study: str, states: tuple[TrialState, ...] = tuple(TrialState)) -> int:
+    """Trials of a study in these states, by one query cheap enough to poll often."""
+    statement = sqlalchemy.text(
+        "SELECT count(*) FROM trials JOIN studies USING (study_id) WHERE study_name = :study AND state IN :states"
+    ).bindparams(sqlalchemy.bindparam("states", expanding=True))
     try:
-        return len(_study(url, study).get_trials(deepcopy=False))
-    except KeyError:
+        with engine.connect() as connection:
+            return int(connection.execute(statement, {"study": study, "states": [s.name for s in states]}).scalar_one())
+    except sqlalchemy.exc.ProgrammingError:  # Optuna has not created its tables yet
         return 0
+
+
+def _poll_until(url: str, proc: subprocess.Popen[str], reached: Callable[[sqlalchemy.Engine], bool]) -> None:
+    """Poll every 20 ms until `reached` holds, the process ends, or 300 s pass."""
+    engine = sqlalchemy.create_engine(url)
+    deadline = time.monotonic() + 300
+    try:
+        while not reached(engine) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        engine.dispose()
 
 
 def _complete(url: str, study: str) -> list[tuple[int, int, float]]:
@@ -156,7 +178,7 @@ def _complete(url: str, study: str) -> list[tuple[int, int, float]]:
 
 
 def test_sigkill_of_the_coordinator_then_rerun_resumes_exactly(write_spec, postgres_url, ray_head, run_cli):
-    spec = write_spec("crash.yaml")
+    spec = write_spec("crash.yaml", algorithm=LONG_EVOPRESS)
     common = ["--storage", postgres_url, "--ray-address", ray_head.address]
     reference = run_cli("search", str(spec), "--study", "crash-reference", *common)
     assert reference.returncode == 0, reference.stderr
@@ -165,15 +187,9 @@ def test_sigkill_of_the_coordinator_then_rerun_resumes_exactly(write_spec, postg
         [_pressroom(), "search", str(spec), "--study", "crash-resumed", *common],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 300
-    # Kill at the first COMPLETE trial: the writer stores trials in batches, so a trial-count
-    # threshold can be passed only when the search is nearly done.
-    while (
-        (_trial_count(postgres_url, "crash-resumed") == 0 or not _complete(postgres_url, "crash-resumed"))
-        and proc.poll() is None
-        and time.monotonic() < deadline
-    ):
-        time.sleep(0.2)
+    # Kill at the first COMPLETE trial, polled with one cheap query: the writer stores trials in
+    # batches, and a slower poll could see the first COMPLETE trial only when the search is done.
+    _poll_until(postgres_url, proc, lambda engine: _count(engine, "crash-resumed", (TrialState.COMPLETE,)) > 0)
     assert proc.poll() is None, "the search ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
@@ -193,13 +209,11 @@ def test_sigkill_of_the_coordinator_then_rerun_resumes_exactly(write_spec, postg
 
 
 def test_ctrl_c_marks_in_flight_trials_and_a_rerun_finishes(write_spec, postgres_url, ray_head, run_cli):
-    spec = write_spec("interrupt.yaml")
+    spec = write_spec("interrupt.yaml", algorithm=LONG_EVOPRESS)
     common = ["--storage", postgres_url, "--ray-address", ray_head.address, "--study", "interrupted"]
     proc = subprocess.Popen([_pressroom(), "search", str(spec), *common], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.monotonic() + 300
-    while _trial_count(postgres_url, "interrupted") < 10 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
+    _poll_until(postgres_url, proc, lambda engine: _count(engine, "interrupted") >= 10)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
