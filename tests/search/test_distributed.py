@@ -16,6 +16,7 @@ from typing import Any
 import optuna
 import pytest
 import sqlalchemy
+from optuna.storages._rdb import models
 from optuna.trial import TrialState
 
 from search.run import run_search
@@ -151,12 +152,15 @@ def test_a_postgres_restart_mid_search_loses_nothing(write_spec, postgres_url, r
 
 def _count(engine: sqlalchemy.Engine, study: str, states: tuple[TrialState, ...] = tuple(TrialState)) -> int:
     """Trials of a study in these states, by one query cheap enough to poll often."""
-    statement = sqlalchemy.text(
-        "SELECT count(*) FROM trials JOIN studies USING (study_id) WHERE study_name = :study AND state IN :states"
-    ).bindparams(sqlalchemy.bindparam("states", expanding=True))
+    trials, studies = models.TrialModel.__table__, models.StudyModel.__table__
+    statement = (
+        sqlalchemy.select(sqlalchemy.func.count())
+        .select_from(trials.join(studies))
+        .where(studies.c.study_name == study, trials.c.state.in_(states))
+    )
     try:
         with engine.connect() as connection:
-            return int(connection.execute(statement, {"study": study, "states": [s.name for s in states]}).scalar_one())
+            return int(connection.execute(statement).scalar_one())
     except sqlalchemy.exc.ProgrammingError:  # Optuna has not created its tables yet
         return 0
 
