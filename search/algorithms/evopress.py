@@ -19,8 +19,8 @@ import numpy as np
 
 from spaces import Space
 
-from ._stages import LevelArray, RoundPlan, StagedSearch, Stages, check_stages, schedule
-from ._validate import check_overrides, int_at_least, optional_int_at_least
+from ._stages import LevelArray, RoundPlan, StagedSearch, Stages, check_entrants, check_stages, schedule
+from ._validate import MAX_TOKENS, check_overrides, int_at_least, optional_int_at_least
 from .constraint import Constraint, allowed, sample_within
 
 logger = logging.getLogger(__name__)
@@ -69,10 +69,11 @@ class EvoPressConfig:
         optional_int_at_least(owner, "generations", self.generations, 1)
         int_at_least(owner, "offspring", self.offspring, 1)
         object.__setattr__(self, "stages", check_stages(owner, self.stages))
+        check_entrants(owner, self.stages, "offspring", self.offspring)
         int_at_least(owner, "max_switches", self.max_switches, 1)
         int_at_least(owner, "init_samples", self.init_samples, 1)
-        int_at_least(owner, "init_tokens", self.init_tokens, 1)
-        optional_int_at_least(owner, "budget_tokens", self.budget_tokens, 1)
+        int_at_least(owner, "init_tokens", self.init_tokens, 1, MAX_TOKENS)
+        optional_int_at_least(owner, "budget_tokens", self.budget_tokens, 1, MAX_TOKENS)
         int_at_least(owner, "max_retries", self.max_retries, 0)
 
     @classmethod
