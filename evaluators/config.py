@@ -23,10 +23,18 @@ COMPRESSORS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: The most tokens a data key may name: a billion, far beyond any calibration set, low enough
+#: that a few stray zeros are refused before any text is read.
+MAX_TOKENS = 10**9
+#: The most MiB a cache may take (1 TiB).
+MAX_CACHE_MB = 1 << 20
+
+
 class _Strict(BaseModel):
     # Defaults are validated too: cross-key checks (levels against the target, held-out
     # against calibration tokens) must also hold when one side is left at its default.
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # Strict: `true` is not 1 and "2" is not 2; tuple fields say `strict=False` to read lists.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, strict=True)
 
 
 class ModelSpec(_Strict):
@@ -53,12 +61,12 @@ class LevelsSpec(_Strict):
     min_sparsity: float = Field(0.0, ge=0.0, lt=1.0)
     max_sparsity: float = Field(0.99, gt=0.0, lt=1.0)
     # bitwidth
-    choices: tuple[Annotated[int, Field(ge=1, le=16)], ...] = Field((2, 3, 4, 5, 6), min_length=1)
-    group_size: int = Field(128, ge=1)
+    choices: tuple[Annotated[int, Field(ge=1, le=16)], ...] = Field((2, 3, 4, 5, 6), min_length=1, strict=False)
+    group_size: int = Field(128, ge=1, le=1 << 20)
     exact_budget: bool = True
     # mixed: dense, these unstructured sparsities, and the N:M pattern [n, m]
-    sparsities: tuple[Annotated[float, Field(gt=0.0, lt=1.0)], ...] = (0.5, 0.6, 0.7, 0.8)
-    nm: tuple[int, int] = (2, 4)
+    sparsities: tuple[Annotated[float, Field(gt=0.0, lt=1.0)], ...] = Field((0.5, 0.6, 0.7, 0.8), strict=False)
+    nm: tuple[int, int] = Field((2, 4), strict=False)
     grain: int | None = Field(None, gt=0)
 
     @field_validator("nm", mode="before")
@@ -87,8 +95,8 @@ class CompressionSpec(_Strict):
     compressor: str | None = Field(None, validate_default=True)
     levels: LevelsSpec = LevelsSpec()
     drop_unit: Literal["block", "attn", "mlp"] = "block"
-    include: tuple[str, ...] = Field(("*",), min_length=1)
-    exclude: tuple[str, ...] = ()
+    include: tuple[str, ...] = Field(("*",), min_length=1, strict=False)
+    exclude: tuple[str, ...] = Field((), strict=False)
 
     @field_validator("target")
     @classmethod
@@ -160,13 +168,13 @@ class DataSpec(_Strict):
     source: str = "default"
     text_field: str = "text"
     seq_len: int = Field(128, ge=8, le=32768)
-    calibration_tokens: int = Field(131072, ge=64)
-    heldout_tokens: int = Field(16384, ge=64)
-    stats_tokens: int = Field(16384, ge=64)
+    calibration_tokens: int = Field(131072, ge=64, le=MAX_TOKENS)
+    heldout_tokens: int = Field(16384, ge=64, le=MAX_TOKENS)
+    stats_tokens: int = Field(16384, ge=64, le=MAX_TOKENS)
     metric: Literal["auto", "kl", "cosine", "nmse"] = "auto"
-    teacher_topk: int = Field(512, ge=1)
-    teacher_cache_mb: int = Field(1024, ge=1)
-    prefix_cache_mb: int = Field(1024, ge=0)
+    teacher_topk: int = Field(512, ge=1, le=1 << 20)
+    teacher_cache_mb: int = Field(1024, ge=1, le=MAX_CACHE_MB)
+    prefix_cache_mb: int = Field(1024, ge=0, le=MAX_CACHE_MB)
 
     @field_validator("heldout_tokens", "stats_tokens")
     @classmethod

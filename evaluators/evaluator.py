@@ -32,7 +32,7 @@ from .config import EvaluatorSpec
 from .data import Batch, TokenData
 from .database import CompressionDatabase, Progress
 from .inventory import build_space, take_inventory, weight_view
-from .models import LoadedModel, load_model
+from .models import LoadedModel, load_model, max_positions
 from .prefix import PrefixCache, find_blocks
 from .relaxed import relax
 from .stats import collect_stats, owl_outlier_ratios
@@ -97,6 +97,12 @@ class Evaluator:
             self.metric = "kl" if self.task == "causal-lm" else "cosine"
         if (self.metric == "kl") != (self.task == "causal-lm"):
             raise ValueError(f"data.metric {self.metric!r} does not fit a {self.task} model")
+        positions = max_positions(self.model)
+        if positions is not None and spec.data.seq_len > positions:
+            raise ValueError(
+                f"data.seq_len {spec.data.seq_len} is more than model {spec.model.name!r} has positions for "
+                f"(max_position_embeddings {positions}); use data.seq_len <= {positions}"
+            )
         self.inventory = take_inventory(self.model, spec.compression)
         self.space = build_space(self.inventory, spec.compression, self.loaded.fingerprint)
         self.cache_dir = Path(spec.cache_dir).expanduser()

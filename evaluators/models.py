@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 BUILTIN_PREFIX = "pressroom:"
 TINY_SEED = 1234
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+#: The files `transformers` reads a vocabulary from; a model folder needs at least one. Without
+#: any it builds a tokenizer of special tokens only, and every word of the data becomes unknown.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
 
 
 @dataclass
@@ -140,8 +143,8 @@ def load_model(spec: ModelSpec, task: str = "auto", device: str | torch.device =
         device: where to put it.
 
     Raises:
-        ValueError: an unknown built-in, a model that cannot be found (or reached), or a task
-            the model cannot serve.
+        ValueError: an unknown built-in, a model that cannot be found (or reached), a model
+            without a tokenizer, or a task the model cannot serve.
     """
     import transformers as tf
 
@@ -153,6 +156,11 @@ def load_model(spec: ModelSpec, task: str = "auto", device: str | torch.device =
         path: str | Path = minilm_path() if name == f"{BUILTIN_PREFIX}minilm" else name
         if Path(name).expanduser().exists():
             path = Path(name).expanduser()
+        if isinstance(path, Path) and not any((path / file).is_file() for file in TOKENIZER_FILES):
+            raise ValueError(
+                f"model.name {name!r}: the folder {path} holds no tokenizer; expected one of "
+                f"{list(TOKENIZER_FILES)} (save it beside the model with tokenizer.save_pretrained)"
+            )
         kwargs: dict[str, Any] = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
         try:
             config = tf.AutoConfig.from_pretrained(path, **kwargs)
@@ -168,10 +176,22 @@ def load_model(spec: ModelSpec, task: str = "auto", device: str | torch.device =
         dtype = "auto" if spec.dtype == "auto" else _DTYPES[spec.dtype]
         model = cls.from_pretrained(path, dtype=dtype, **kwargs)
         tokenizer = tf.AutoTokenizer.from_pretrained(path, **kwargs)
+        if not set(tokenizer.get_vocab()) - set(tokenizer.all_special_tokens):  # a hub model without one
+            raise ValueError(
+                f"model.name {name!r} has a tokenizer without a vocabulary (special tokens only); "
+                f"expected one of {list(TOKENIZER_FILES)} beside the model"
+            )
     if spec.dtype in _DTYPES:
         model = model.to(_DTYPES[spec.dtype])
     model.to(device).eval().requires_grad_(False)
     return LoadedModel(model, tokenizer, detected, fingerprint(model), name)
+
+
+def max_positions(model: nn.Module) -> int | None:
+    """The most tokens the model's position embeddings cover, where its config says."""
+    # GPT-2's n_positions answers to this name too (transformers' attribute map)
+    value = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return value if isinstance(value, int) else None
 
 
 def _check_task(name: str, detected: str, task: str) -> str:

@@ -28,7 +28,7 @@ from rich.console import Console
 from spaces import Fidelity
 from workers.runner import task_payload
 
-from .algorithms import EvoPressConfig
+from .algorithms import MAX_COUNT, EvoPressConfig
 from .algorithms.base import Algorithm, Candidate, Result
 from .run import SearchError, Workers, run_search
 from .spec import Spec
@@ -48,7 +48,8 @@ METHODS = {
     "cmaes": "optuna-cmaes",
 }
 COMPARE = "pressroom.compare"
-UNLIMITED_GENERATIONS = 10**9
+# as many generations as a config allows: the token budget ends the search long before
+UNLIMITED_GENERATIONS = MAX_COUNT
 
 
 def parse_methods(text: str) -> list[str]:

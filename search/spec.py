@@ -16,17 +16,25 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, get_type_hints
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
-from evaluators.config import CompressionSpec, DataSpec, EvaluatorSpec, ModelSpec
+from evaluators.config import MAX_TOKENS, CompressionSpec, DataSpec, EvaluatorSpec, ModelSpec
 
 from .secrets import expand_env, redact_url
+from .spec_text import SpecError, apply_overrides, config_error, format_errors, read_yaml
 
 ENV_STORAGE = "OPTUNA_STORAGE"
 ENV_TRACKING = "MLFLOW_TRACKING_URI"
@@ -36,16 +44,9 @@ DEFAULT_STORAGE = "sqlite:///pressroom.db"
 DEFAULT_ARTIFACTS = "~/.cache/pressroom/artifacts"
 
 
-class SpecError(ValueError):
-    """A spec that cannot be used; `lines` holds one message per problem, each naming its key."""
-
-    def __init__(self, lines: list[str]) -> None:
-        super().__init__("\n".join(lines))
-        self.lines = lines
-
-
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `true` is not 1 and "2" is not 2 (lists still read as tuples where a field says so)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 def algorithm_registry() -> dict[str, tuple[type, type]]:
@@ -79,18 +80,36 @@ class AlgorithmSpec(_Strict):
             if not hasattr(config_cls, "preset"):
                 raise ValueError(f"algorithm {self.name!r} has no presets; give its parameters under params")
             base = dataclasses.asdict(config_cls.preset(self.preset))
+        _strict_params(config_cls, self.params)
         return TypeAdapter(config_cls).validate_python({**base, **self.params})
+
+
+def _strict_params(config_cls: type, params: Mapping[str, Any]) -> None:
+    """Refuse parameters the config's own (lenient) validation would convert: `true` to 1, "2" to 2.
+
+    Raises:
+        ValidationError: one error per parameter of the wrong kind, located at its name.
+    """
+    hints = get_type_hints(config_cls)
+    known = {field.name: (hints[field.name], None) for field in dataclasses.fields(config_cls) if field.name in params}
+    kinds = create_model(f"{config_cls.__name__}Kinds", __config__=ConfigDict(strict=True), **known)  # type: ignore[call-overload]
+    kinds.model_validate({name: _tuples(params[name]) for name in known})
+
+
+def _tuples(value: Any) -> Any:
+    """YAML's lists as tuples, which strict validation wants for tuple-typed parameters (`stages`)."""
+    return tuple(_tuples(item) for item in value) if isinstance(value, list) else value
 
 
 class WorkersSpec(_Strict):
     """The Ray workers that evaluate candidates."""
 
     count: int = Field(2, ge=1, le=4096)
-    cpus_per_worker: float = Field(1.0, gt=0)
+    cpus_per_worker: float = Field(1.0, gt=0, le=1024)
     gpus_per_worker: float | Literal["auto"] = "auto"
-    timeout_s: float = Field(1800.0, gt=0)
+    timeout_s: float = Field(1800.0, gt=0, le=7 * 24 * 3600)
     ray_address: str | None = None
-    torch_threads: int | None = Field(None, ge=1)
+    torch_threads: int | None = Field(None, ge=1, le=1024)
     # tasks sent to one worker at a time: 2 hides Ray's round trip (a few ms) behind the running
     # evaluation, which matters only for evaluations under ~100 ms (see docs/benchmarks.md);
     # routing then chooses the next candidate before the current one ends
@@ -100,9 +119,9 @@ class WorkersSpec(_Strict):
     @classmethod
     def _gpus(cls, value: Any) -> Any:
         # Checked before the union so a bad value is one error, not one per alternative.
-        if value == "auto" or (isinstance(value, int | float) and not isinstance(value, bool) and value >= 0):
+        if value == "auto" or (isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 64):
             return value
-        raise ValueError("expected 'auto' or a number of GPUs >= 0")
+        raise ValueError("expected 'auto' or a number of GPUs from 0 to 64")
 
 
 class LatencySpec(_Strict):
@@ -119,11 +138,11 @@ class LatencySpec(_Strict):
     # record the estimated latency as a second objective: a Pareto front in the dashboard
     objective: bool = False
     # kernel backends the table times (workers.kernels); null: every one that passes its probe
-    backends: tuple[str, ...] | None = Field(None, min_length=1)
-    tokens: int = Field(2048, ge=8)
-    repeats: int = Field(10, ge=3)
-    warmup: int = Field(2, ge=0)
-    fallbacks: int = Field(4, ge=0)
+    backends: tuple[str, ...] | None = Field(None, min_length=1, strict=False)
+    tokens: int = Field(2048, ge=8, le=MAX_TOKENS)
+    repeats: int = Field(10, ge=3, le=1000)
+    warmup: int = Field(2, ge=0, le=1000)
+    fallbacks: int = Field(4, ge=0, le=1000)
 
     @model_validator(mode="after")
     def _something_to_do(self) -> LatencySpec:
@@ -240,111 +259,20 @@ def _expand(value: str, key: str) -> str:
         raise SpecError([str(exc)]) from None
 
 
-def _apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> None:
-    for dotted, value in overrides.items():
-        if value is None:
-            continue
-        node = raw
-        *path, last = dotted.split(".")
-        for key in path:
-            child = node.setdefault(key, {})
-            if not isinstance(child, dict):
-                raise SpecError([f"{key}: expected a mapping to set {dotted!r}, got {child!r}"])
-            node = child
-        node[last] = value
-
-
-# How algorithm configs word a bad value (search/algorithms/_validate.py): the field is folded
-# into the key path so the line reads like every other one.
-_CONFIG_ERROR = re.compile(r"\w+\.(\w+) = (.*) is not allowed: (.*)", re.DOTALL)
-
-
-def _config_error(message: str) -> tuple[str | None, str]:
-    """(field, message without the config's class name) for an algorithm config's error."""
-    match = _CONFIG_ERROR.fullmatch(message)
-    if match is None:
-        return None, message
-    return match.group(1), f"{match.group(2)} is not allowed: {match.group(3)}"
-
-
-def _allowed_keys(section: Any, path: list[str]) -> list[str]:
-    """The keys a spec section accepts, found by walking `path` down from `section`."""
-    for part in path:
-        fields = getattr(section, "model_fields", {})
-        if part not in fields:
-            return []
-        section = fields[part].annotation
-        # an optional section (`LatencySpec | None`): its keys are the model's
-        section = next((a for a in get_args(section) if isinstance(a, type) and issubclass(a, BaseModel)), section)
-    if dataclasses.is_dataclass(section):
-        return [field.name for field in dataclasses.fields(section) if field.init]
-    return list(getattr(section, "model_fields", {}))
-
-
-def _format_errors(source: str, exc: ValidationError, prefix: str = "", section: Any = None) -> list[str]:
-    """One line per key: ``SOURCE: KEY.PATH: what is wrong (got VALUE)``.
-
-    `section` is the type validated at `prefix` (the `Spec` when there is no prefix); unknown
-    keys are answered with the keys it accepts.
-    """
-    lines: list[str] = []
-    seen: set[str] = set()
-    for error in exc.errors():
-        parts = [str(part) for part in error["loc"] if not str(part).startswith("function-")]
-        message = error["msg"].removeprefix("Value error, ")
-        field, message = _config_error(message)
-        if field is not None:  # the message already shows the value
-            parts.append(field)
-        loc = ".".join([prefix, *parts] if prefix else parts)
-        if loc in seen:  # one line per key, even where a union reports each alternative
-            continue
-        seen.add(loc)
-        if error["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
-            allowed = _allowed_keys(section or Spec, parts[:-1])
-            message = f"unknown key; allowed here: {allowed}" if allowed else "unknown key"
-        elif error["type"] == "missing":
-            message = "required key is missing"
-        shown = error.get("input")
-        hidden = field is not None or isinstance(shown, dict | BaseModel) or error["type"] == "missing"
-        value = "" if hidden else f" (got {_short(shown)})"
-        lines.append(f"{source}: {loc or '(top level)'}: {message}{value}")
-    return lines
-
-
-# "user:password@" in a string that is not a well-formed URL (e.g. "postgresql:/u:pw@db").
-_USERINFO = re.compile(r":[^:@/\s]+@")
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    if isinstance(value, str) and "@" in value:  # a URL, perhaps malformed: never echo its password
-        text = repr(_USERINFO.sub(":***@", redact_url(value)))
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 def load_spec_text(text: str, *, source: str = "<spec>", overrides: Mapping[str, Any] | None = None) -> Spec:
     """Validate YAML text into a `Spec`, with overrides and the environment applied.
 
     Raises:
         SpecError: one line per problem, each naming the key path, the value and what is allowed.
     """
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise SpecError([f"{source}: {where}not valid YAML ({getattr(exc, 'problem', exc)})"]) from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise SpecError([f"{source}: (top level): a spec is a mapping of sections, got {type(raw).__name__}"])
+    raw = read_yaml(text, source)
     env = {"storage": os.environ.get(ENV_STORAGE), "mlflow.tracking_uri": os.environ.get(ENV_TRACKING)}
-    _apply_overrides(raw, env)
-    _apply_overrides(raw, overrides or {})
+    apply_overrides(raw, env)
+    apply_overrides(raw, overrides or {})
     try:
         spec = Spec.model_validate(raw)
     except ValidationError as exc:
-        raise SpecError(_format_errors(source, exc)) from None
+        raise SpecError(format_errors(source, exc, Spec)) from None
     problems = latency_problems(spec)
     if problems:
         raise SpecError([f"{source}: {key}: {message}" for key, message in problems])
@@ -352,9 +280,9 @@ def load_spec_text(text: str, *, source: str = "<spec>", overrides: Mapping[str,
         spec.algorithm.config()
     except ValidationError as exc:
         config_cls = algorithm_registry()[spec.algorithm.name][1]
-        raise SpecError(_format_errors(source, exc, prefix="algorithm.params", section=config_cls)) from None
+        raise SpecError(format_errors(source, exc, config_cls, prefix="algorithm.params")) from None
     except ValueError as exc:
-        raise SpecError([f"{source}: algorithm.preset: {_config_error(str(exc))[1]}"]) from None
+        raise SpecError([f"{source}: algorithm.preset: {config_error(str(exc))[1]}"]) from None
     return spec
 
 

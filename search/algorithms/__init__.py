@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 from ._stages import SCHEDULES, Schedule, matched_budget
+from ._validate import MAX_COUNT, MAX_TOKENS
 from .base import JOBS, Algorithm, Candidate, Result, candidate_from_dict, candidate_to_dict
 from .baselines import OWL, AdditiveDP, AdditiveDPConfig, OWLConfig, Uniform, UniformConfig, owl_sparsities
 from .constraint import Constraint, ConstraintError
@@ -43,6 +44,8 @@ __all__ = [
     "CONSTRAINED",
     "DASS",
     "JOBS",
+    "MAX_COUNT",
+    "MAX_TOKENS",
     "OWL",
     "SCHEDULES",
     "AdditiveDP",

@@ -22,7 +22,7 @@ import numpy.typing as npt
 from spaces import Fidelity, Profile, Space
 
 from ._queue import QueueAlgorithm, json_float, read_float
-from ._validate import require
+from ._validate import MAX_COUNT, MAX_TOKENS, require
 from .base import Candidate, Result
 from .constraint import Constraint, check_reachable, restore
 
@@ -76,7 +76,10 @@ def check_stages(owner: str, value: object) -> Stages:
     Raises:
         ValueError: naming the config, the bad schedule and what is allowed.
     """
-    allowed = "a non-empty list of [survivors, tokens] pairs of positive integers"
+    allowed = (
+        f"a non-empty list of [survivors, tokens] pairs of positive integers (survivors <= {MAX_COUNT:,}, "
+        f"tokens <= {MAX_TOKENS:,})"
+    )
     require(
         isinstance(value, Sequence) and not isinstance(value, str) and len(value) > 0, owner, "stages", value, allowed
     )
@@ -84,6 +87,7 @@ def check_stages(owner: str, value: object) -> Stages:
     for pair in value:  # type: ignore[attr-defined]
         ok = isinstance(pair, Sequence) and len(pair) == 2
         ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair)
+        ok = ok and pair[0] <= MAX_COUNT and pair[1] <= MAX_TOKENS
         require(ok, owner, "stages", value, allowed)
         pairs.append((int(pair[0]), int(pair[1])))
     survivors = [s for s, _ in pairs]
@@ -96,6 +100,17 @@ def check_stages(owner: str, value: object) -> Stages:
     )
     require(survivors[-1] == 1, owner, "stages", value, "a last stage that keeps 1 (the winner)")
     return tuple(pairs)
+
+
+def check_entrants(owner: str, stages: Stages, field: str, entrants: int) -> None:
+    """Require that the first stage keeps no more than the round's entrants (`field` of the config).
+
+    Raises:
+        ValueError: naming the stage, how many it keeps, and the entrants.
+    """
+    kept = stages[0][0]
+    message = f"stage 1 keeps {kept} survivors of only {field} = {entrants}; keep at most {entrants} there"
+    require(kept <= entrants, owner, "stages", stages, f"{message}, or raise {field}")
 
 
 def stage_sizes(population: int, stages: Stages, elite: bool) -> list[int]:

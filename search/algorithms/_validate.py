@@ -7,6 +7,12 @@ from collections.abc import Collection, Mapping
 from dataclasses import fields
 from typing import Any
 
+#: The most of anything an algorithm counts (generations, offspring, samples, steps, switches,
+#: retries): far beyond any real search, low enough that a few stray zeros are caught up front.
+MAX_COUNT = 1_000_000
+#: The most tokens any token count or budget may name (a thousand times a large search's budget).
+MAX_TOKENS = 10**12
+
 
 def require(ok: bool, owner: str, field: str, value: object, allowed: str) -> None:
     """Raise a ValueError that says what to write instead, unless `ok`.
@@ -23,20 +29,16 @@ def is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def int_at_least(owner: str, field: str, value: object, low: int) -> None:
-    """Require an integer >= `low`."""
-    require(is_int(value) and value >= low, owner, field, value, f"an integer >= {low}")  # type: ignore[operator]
+def int_at_least(owner: str, field: str, value: object, low: int, high: int = MAX_COUNT) -> None:
+    """Require an integer >= `low` and <= `high`."""
+    ok = is_int(value) and low <= value <= high  # type: ignore[operator]
+    require(ok, owner, field, value, f"an integer >= {low} and <= {high:,}")
 
 
-def optional_int_at_least(owner: str, field: str, value: object, low: int) -> None:
-    """Require None or an integer >= `low`."""
-    require(
-        value is None or (is_int(value) and value >= low),  # type: ignore[operator]
-        owner,
-        field,
-        value,
-        f"None or an integer >= {low}",
-    )
+def optional_int_at_least(owner: str, field: str, value: object, low: int, high: int = MAX_COUNT) -> None:
+    """Require None or an integer >= `low` and <= `high`."""
+    ok = value is None or (is_int(value) and low <= value <= high)  # type: ignore[operator]
+    require(ok, owner, field, value, f"None or an integer >= {low} and <= {high:,}")
 
 
 def positive_float(owner: str, field: str, value: object) -> None:

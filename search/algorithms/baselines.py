@@ -17,7 +17,7 @@ from spaces import Fidelity, Profile, Space
 
 from ._oneshot import OneShot
 from ._queue import FIXED_BATCH
-from ._validate import int_at_least, positive_float, require
+from ._validate import MAX_TOKENS, int_at_least, positive_float, require
 from .base import Candidate
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class UniformConfig:
     max_retries: int = 2
 
     def __post_init__(self) -> None:
-        int_at_least(type(self).__name__, "final_tokens", self.final_tokens, 1)
+        int_at_least(type(self).__name__, "final_tokens", self.final_tokens, 1, MAX_TOKENS)
         int_at_least(type(self).__name__, "max_retries", self.max_retries, 0)
 
 
@@ -110,8 +110,8 @@ class OWLConfig:
         positive_float(owner, "M", self.M)
         positive_float(owner, "lam", self.lam)
         require(self.lam < 0.5, owner, "lam", self.lam, "a number in (0, 0.5): sparsities move by up to 2*lam")
-        int_at_least(owner, "statistics_tokens", self.statistics_tokens, 1)
-        int_at_least(owner, "final_tokens", self.final_tokens, 1)
+        int_at_least(owner, "statistics_tokens", self.statistics_tokens, 1, MAX_TOKENS)
+        int_at_least(owner, "final_tokens", self.final_tokens, 1, MAX_TOKENS)
         int_at_least(owner, "max_retries", self.max_retries, 0)
 
 
@@ -203,8 +203,8 @@ class AdditiveDPConfig:
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
-        int_at_least(owner, "statistics_tokens", self.statistics_tokens, 1)
-        int_at_least(owner, "final_tokens", self.final_tokens, 1)
+        int_at_least(owner, "statistics_tokens", self.statistics_tokens, 1, MAX_TOKENS)
+        int_at_least(owner, "final_tokens", self.final_tokens, 1, MAX_TOKENS)
         int_at_least(owner, "max_retries", self.max_retries, 0)
 
 

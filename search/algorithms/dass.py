@@ -21,7 +21,7 @@ from spaces import Fidelity, Profile, Space
 
 from ._oneshot import OneShot
 from ._queue import FIXED_BATCH
-from ._validate import int_at_least, non_negative_float, one_of, positive_float, require
+from ._validate import MAX_TOKENS, int_at_least, non_negative_float, one_of, positive_float, require
 from .base import Candidate
 
 logger = logging.getLogger(__name__)
@@ -74,9 +74,9 @@ class DASSConfig:
         non_negative_float(owner, "rho", self.rho)
         require(isinstance(self.mu0, int | float) and np.isfinite(self.mu0), owner, "mu0", self.mu0, "a finite number")
         require(isinstance(self.gumbel, bool), owner, "gumbel", self.gumbel, "true or false")
-        int_at_least(owner, "tokens_per_step", self.tokens_per_step, 1)
+        int_at_least(owner, "tokens_per_step", self.tokens_per_step, 1, MAX_TOKENS)
         one_of(owner, "init", self.init, INITS)
-        int_at_least(owner, "final_tokens", self.final_tokens, 1)
+        int_at_least(owner, "final_tokens", self.final_tokens, 1, MAX_TOKENS)
         int_at_least(owner, "max_retries", self.max_retries, 0)
 
 

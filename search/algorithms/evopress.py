@@ -19,14 +19,14 @@ import numpy as np
 
 from spaces import Space
 
-from ._stages import LevelArray, RoundPlan, StagedSearch, Stages, check_stages, schedule
-from ._validate import check_overrides, int_at_least, optional_int_at_least
+from ._stages import LevelArray, RoundPlan, StagedSearch, Stages, check_entrants, check_stages, schedule
+from ._validate import MAX_TOKENS, check_overrides, int_at_least, optional_int_at_least
 from .constraint import Constraint, allowed, sample_within
 
 logger = logging.getLogger(__name__)
 
-# Tries for one switch by rejection (a random group, a random unit pair in it) before falling
-# back to listing every valid pair; and tries to make one child that is not a duplicate (and
+# Tries for one switch by rejection (a random unit pair in the chosen group) before falling
+# back to listing the group's valid pairs; and tries to make one child that is not a duplicate (and
 # meets the constraint, if any).
 _SWITCH_TRIES = 64
 _DUPLICATE_TRIES = 32
@@ -69,10 +69,11 @@ class EvoPressConfig:
         optional_int_at_least(owner, "generations", self.generations, 1)
         int_at_least(owner, "offspring", self.offspring, 1)
         object.__setattr__(self, "stages", check_stages(owner, self.stages))
+        check_entrants(owner, self.stages, "offspring", self.offspring)
         int_at_least(owner, "max_switches", self.max_switches, 1)
         int_at_least(owner, "init_samples", self.init_samples, 1)
-        int_at_least(owner, "init_tokens", self.init_tokens, 1)
-        optional_int_at_least(owner, "budget_tokens", self.budget_tokens, 1)
+        int_at_least(owner, "init_tokens", self.init_tokens, 1, MAX_TOKENS)
+        optional_int_at_least(owner, "budget_tokens", self.budget_tokens, 1, MAX_TOKENS)
         int_at_least(owner, "max_retries", self.max_retries, 0)
 
     @classmethod
@@ -142,8 +143,6 @@ class EvoPress(StagedSearch):
                 f"{space.scheme.name} space has two units with more than one level "
                 f"(movable units per group: {[len(g) for g in movable]})"
             )
-        sizes = np.cumsum([len(group) for group in self._groups], dtype=np.float64)
-        self._group_cdf = sizes / sizes[-1]
         uniform = space.uniform()
         self._incumbent = None if uniform is None else [int(v) for v in space.to_array(uniform)]
         if self._incumbent is not None and constraint is not None and not constraint.allows(self._incumbent):
@@ -218,23 +217,36 @@ class EvoPress(StagedSearch):
         return child
 
     def _switch(self, levels: LevelArray) -> LevelArray:
-        """One level switch: a group with probability proportional to its size, then a pair.
+        """One level switch: a group with probability proportional to its size, then a pair in it.
 
-        Rejection keeps a switch O(1) on hundreds of units: draw a group, an `up` and a `down`
-        unit uniformly, accept when `space.can_switch`. When that keeps failing (few valid
-        pairs left), list every valid pair of every group and draw one uniformly. Returns the
-        levels unchanged when no switch exists at all.
+        The group is drawn once; only the pair is redrawn when `space.can_switch` rejects it, so
+        a group whose units sit near their level bounds is not chosen less often for it. A group
+        with no valid pair at all is set aside and the group drawn again, by size, from the rest.
+        Returns the levels unchanged when no group has a switch.
+        """
+        groups = self._groups
+        while groups:
+            cdf = np.cumsum([len(group) for group in groups], dtype=np.float64)
+            group = groups[int(np.searchsorted(cdf / cdf[-1], self.rng.random(), side="right"))]
+            pair = self._pair(levels, group)
+            if pair is not None:
+                return self.space.switch(levels, *pair)
+            groups = [other for other in groups if other is not group]
+        return levels
+
+    def _pair(self, levels: LevelArray, group: tuple[int, ...]) -> tuple[int, int] | None:
+        """A uniformly drawn valid (up, down) pair of `group`, or None when it has none.
+
+        Rejection keeps this O(1) on hundreds of units: draw `up` and `down` uniformly, accept
+        when the switch keeps the cost. When that keeps failing (few valid pairs left), list the
+        group's valid pairs and draw one.
         """
         for _ in range(_SWITCH_TRIES):
-            group = self._groups[int(np.searchsorted(self._group_cdf, self.rng.random(), side="right"))]
             up, down = (group[int(k)] for k in self.rng.integers(0, len(group), size=2))
             if self.space.can_switch(levels, up, down):
-                return self.space.switch(levels, up, down)
-        pairs = [(u, d) for group in self._groups for u in group for d in group if self.space.can_switch(levels, u, d)]
-        if not pairs:
-            return levels
-        up, down = pairs[int(self.rng.integers(len(pairs)))]
-        return self.space.switch(levels, up, down)
+                return up, down
+        pairs = [(u, d) for u in group for d in group if self.space.can_switch(levels, u, d)]
+        return pairs[int(self.rng.integers(len(pairs)))] if pairs else None
 
     # --- state ---------------------------------------------------------------------------------
 

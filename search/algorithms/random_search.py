@@ -22,12 +22,13 @@ from ._stages import (
     RoundPlan,
     StagedSearch,
     Stages,
+    check_entrants,
     check_stages,
     matched_budget,
     round_tokens,
     schedule,
 )
-from ._validate import check_overrides, int_at_least, require
+from ._validate import MAX_TOKENS, check_overrides, int_at_least, require
 from .base import Candidate, Result
 from .constraint import Constraint, check_reachable, restore, sample_within
 
@@ -70,8 +71,8 @@ class RandomSearchConfig:
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
-        int_at_least(owner, "tokens", self.tokens, 1)
-        int_at_least(owner, "budget_tokens", self.budget_tokens, self.tokens)
+        int_at_least(owner, "tokens", self.tokens, 1, MAX_TOKENS)
+        int_at_least(owner, "budget_tokens", self.budget_tokens, self.tokens, MAX_TOKENS)
         int_at_least(owner, "max_retries", self.max_retries, 0)
 
     @property
@@ -210,7 +211,10 @@ class RandomSearchSHConfig:
         owner = type(self).__name__
         int_at_least(owner, "samples", self.samples, 1)
         object.__setattr__(self, "stages", check_stages(owner, self.stages))
-        int_at_least(owner, "budget_tokens", self.budget_tokens, round_tokens(self.samples, self.stages, elite=False))
+        check_entrants(owner, self.stages, "samples", self.samples)
+        int_at_least(
+            owner, "budget_tokens", self.budget_tokens, round_tokens(self.samples, self.stages, elite=False), MAX_TOKENS
+        )
         int_at_least(owner, "max_retries", self.max_retries, 0)
 
     @classmethod

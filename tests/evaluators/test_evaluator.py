@@ -157,6 +157,14 @@ def test_encoder_metric_must_fit_the_task(make_evaluator):
         make_evaluator(model={"name": "pressroom:tiny-bert"}, data={"metric": "kl"})
 
 
+def test_seq_len_beyond_the_models_positions_is_one_clear_error(make_evaluator):
+    expected = (
+        r"^data.seq_len 1024 is more than model 'pressroom:tiny-gpt2' has positions for \(max_position_embeddings 512\)"
+    )
+    with pytest.raises(ValueError, match=expected):
+        make_evaluator(model={"name": "pressroom:tiny-gpt2"}, data={"seq_len": 1024})
+
+
 def test_statistics_jobs_do_not_depend_on_the_profile_held(make_evaluator):
     evaluator = make_evaluator(**TINY_LLAMA, compression={"target": 0.5, "compressor": "magnitude"})
     evaluator.apply(None)

@@ -117,6 +117,31 @@ def test_a_model_that_cannot_be_found_offline_is_one_clear_error(name):
     assert "\n" not in message
 
 
+def _minilm_without_tokenizer(folder: Path) -> Path:
+    copy = Path(shutil.copytree(minilm_path(), folder))
+    for path in copy.iterdir():
+        if path.name.startswith(("tokenizer", "vocab", "special_tokens")):
+            path.unlink()
+    return copy
+
+
+def test_a_model_folder_without_tokenizer_files_is_refused_before_its_weights_load(tmp_path):
+    folder = _minilm_without_tokenizer(tmp_path / "no-tokenizer")
+    with pytest.raises(ValueError) as caught:
+        load_model(ModelSpec(name=str(folder)))
+    message = str(caught.value)
+    assert message.startswith(f"model.name {str(folder)!r}: the folder {folder} holds no tokenizer; expected one of [")
+    assert "'tokenizer.json'" in message and "'vocab.txt'" in message and "\n" not in message
+
+
+def test_a_tokenizer_with_an_empty_vocabulary_is_refused(tmp_path):
+    # transformers reads an empty vocab.txt as special tokens only: every word would be [UNK]
+    folder = _minilm_without_tokenizer(tmp_path / "empty-vocab")
+    (folder / "vocab.txt").write_text("")
+    with pytest.raises(ValueError, match=r"has a tokenizer without a vocabulary \(special tokens only\); expected"):
+        load_model(ModelSpec(name=str(folder)))
+
+
 def _names(inventory) -> list[str]:
     return [layer.name for layer in inventory.layers]
 

@@ -86,6 +86,65 @@ MALFORMED = [
     ("yaml-syntax-error", "compression:\n  scheme: sparsity\n  target: [0.5\n", "line 4", ["not valid YAML"]),
     ("top-level-list", "- model\n- data\n", "(top level)", ["mapping", "list"]),
     ("top-level-scalar", "hello", "(top level)", ["mapping", "str"]),
+    # strict types: nothing converted behind the user's back
+    ("count-boolean", "workers: {count: true}", "workers.count", ["a boolean is not an integer", "got True"]),
+    ("count-string", 'workers: {count: "2"}', "workers.count", ["a string is not an integer", "got '2'"]),
+    ("seq-len-boolean", "data: {seq_len: true}", "data.seq_len", ["a boolean is not an integer", "got True"]),
+    ("target-boolean", "compression: {target: true}", "compression.target", ["a boolean is not a number"]),
+    ("timeout-string", 'workers: {timeout_s: "60"}', "workers.timeout_s", ["a string is not a number", "'60'"]),
+    ("choice-boolean", "compression: {levels: {choices: [2, true]}}", "compression.levels.choices.1", ["boolean"]),
+    ("enabled-integer", "mlflow: {enabled: 1}", "mlflow.enabled", ["got 1", "boolean"]),
+    (
+        "param-boolean",
+        "algorithm: {name: evopress, params: {generations: true}}",
+        "algorithm.params.generations",
+        ["a boolean is not an integer"],
+    ),
+    (
+        "param-string",
+        'algorithm: {name: evopress, params: {offspring: "8"}}',
+        "algorithm.params.offspring",
+        ["a string is not an integer", "'8'"],
+    ),
+    # upper bounds
+    (
+        "generations-huge",
+        "algorithm: {name: evopress, params: {generations: 1000000000000000000000}}",
+        "algorithm.params.generations",
+        ["1000000000000000000000", "<= 1,000,000"],
+    ),
+    (
+        "budget-huge",
+        "algorithm: {name: random-sh, params: {budget_tokens: 10000000000000}}",
+        "algorithm.params.budget_tokens",
+        ["10000000000000", "<= 1,000,000,000,000"],
+    ),
+    ("tokens-huge", "data: {calibration_tokens: 10000000000000}", "data.calibration_tokens", ["1000000000"]),
+    ("seq-len-huge", "data: {seq_len: 40000}", "data.seq_len", ["got 40000", "32768"]),
+    ("repeats-huge", "latency: {objective: true, repeats: 5000}", "latency.repeats", ["got 5000", "1000"]),
+    ("gpus-huge", "workers: {gpus_per_worker: 100}", "workers.gpus_per_worker", ["got 100", "64"]),
+    # duplicate keys: YAML would let the last one win
+    ("duplicate-key", "workers:\n  count: 2\n  count: 3\n", "workers.count", ["duplicate key at line 3", "line 2"]),
+    ("duplicate-section", "seed: 1\nseed: 2\n", "seed", ["duplicate key at line 2", "first at line 1"]),
+    # stages that keep more than a round has
+    (
+        "stage-keeps-more-than-offspring",
+        "algorithm: {name: evopress, params: {offspring: 4, stages: [[16, 512], [1, 2048]]}}",
+        "algorithm.params.stages",
+        ["stage 1 keeps 16 survivors", "offspring = 4"],
+    ),
+    (
+        "preset-stage-keeps-more-than-offspring",
+        "algorithm: {name: evopress, preset: sparsity, params: {offspring: 4}}",
+        "algorithm.params.stages",
+        ["stage 1 keeps 8 survivors", "offspring = 4"],
+    ),
+    (
+        "stage-keeps-more-than-samples",
+        "algorithm: {name: random-sh, params: {samples: 2, stages: [[4, 512], [1, 2048]]}}",
+        "algorithm.params.stages",
+        ["stage 1 keeps 4 survivors", "samples = 2"],
+    ),
 ]
 
 
