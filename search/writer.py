@@ -210,6 +210,10 @@ class TrialWriter:
         return done
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def backlog(self) -> int:
         with self._lock:
             return len(self._events)
@@ -315,7 +319,7 @@ class TrialWriter:
 
     def _stop(self, exc: Exception) -> None:
         """Keep what could not be stored, write nothing more, and make writers see the error."""
-        logger.error("storage write failed; the writer stops", exc_info=exc)
+        logger.debug("the rejected write", exc_info=exc)
         why = (
             str(exc)
             if isinstance(exc, StorageError)
