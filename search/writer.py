@@ -320,10 +320,13 @@ class TrialWriter:
     def _stop(self, exc: Exception) -> None:
         """Keep what could not be stored, write nothing more, and make writers see the error."""
         logger.debug("the rejected write", exc_info=exc)
+        cause: BaseException = exc
+        while cause.__cause__ is not None:  # what the database said, not Optuna's wrapper
+            cause = cause.__cause__
         why = (
             str(exc)
             if isinstance(exc, StorageError)
-            else f"a trial write was rejected ({type(exc).__name__}: {reason(exc)})"
+            else f"a trial write was rejected ({type(cause).__name__}: {reason(cause)})"
         )
         error = StorageWriteError(
             f"{why}; nothing after it was stored, rerun to resume from the last stored checkpoint"
