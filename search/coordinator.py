@@ -120,12 +120,15 @@ class Coordinator:
     def restore(self) -> bool:
         """Continue from the study's checkpoint, if any; returns whether there was one.
 
-        RUNNING trials of a coordinator that died are marked FAIL; the evaluations recorded
-        after the checkpoint are kept for replay, so none is computed twice.
+        RUNNING trials of a coordinator that died are marked FAIL (through the writer, so only by
+        the study's lease holder, and with its retries); the evaluations recorded after the
+        checkpoint are kept for replay, so none is computed twice.
         """
-        failed = self.study.fail_running("the coordinator stopped before the trial finished")
-        if failed:
-            logger.warning("marked %d trials left RUNNING by a previous coordinator as FAIL", len(failed))
+        stale = self.study.trials((TrialState.RUNNING,))
+        if stale:
+            self.writer.fail_stale(stale, "the coordinator stopped before the trial finished")
+            self.writer.flush()
+            logger.warning("marked %d trials left RUNNING by a previous coordinator as FAIL", len(stale))
         state = self.study.load_checkpoint()
         if state is None:
             return False

@@ -7,6 +7,7 @@ only then is the study created; so an unknown Ray address leaves no study behind
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from .algorithms.constraint import Constraint, ConstraintError
 from .coordinator import Coordinator, Listener
 from .dashboard import attach_figures
 from .latency_search import LATENCY, LatencyError, LatencyModel
+from .lease import Lease
 from .progress import LiveView
 from .raycluster import reachable, use_token_auth
 from .results import layers_from_records, record_space
@@ -30,7 +32,7 @@ from .secrets import redact_text, url_password
 from .spec import Spec, algorithm_registry
 from .storage import METRIC, SPACE, SPEC, SearchStudy, StorageError, check_fingerprint, connect
 from .tracking import MlflowTracker, TrackingError
-from .writer import TrialWriter
+from .writer import StorageWriteError, TrialWriter
 
 logger = logging.getLogger(__name__)
 
@@ -165,14 +167,17 @@ def run_search(
     secret = url_password(url) or ""
     try:
         storage = connect(url)
-        check_fingerprint(storage, spec.study_name, spec.fingerprint())
+        exists = check_fingerprint(storage, spec.study_name, spec.fingerprint())
     except StorageError as exc:
         raise SearchError(str(exc)) from None
 
     own = None
     writer = None
+    lease = None  # one coordinator per study: taken before anything else, at once if the study exists
     observers: list[Any] = []  # the MLflow run and the dashboard's figures; closed at the end
     try:
+        if exists:
+            lease = Lease.take(storage, spec.study_name)
         if spec.mlflow.enabled:  # before the workers load models: a wrong tracking URI fails fast
             observers.append(MlflowTracker.start(spec))
         if workers is None:
@@ -191,7 +196,8 @@ def run_search(
             attrs=attrs,
             metrics=(METRIC,) if latency is None else latency.metrics,
         )
-        writer = TrialWriter(study)
+        lease = lease or Lease.take(storage, spec.study_name)
+        writer = TrialWriter(study, guard=lease.check)
         coordinator = Coordinator(
             algorithm, space, pool, study, writer, objectives=None if latency is None else latency.objectives
         )
@@ -215,7 +221,9 @@ def run_search(
         heldout = heldout_report(pool, space, profile, spec.data.heldout_tokens)
         if measured is not None:
             heldout["best"]["latency"] = measured["chosen"]
-        writer.study.storage.set_study_user_attr(study.id, HELDOUT, heldout)
+        writer.study_attr(HELDOUT, heldout)  # through the writer, retried while the database is away
+        if not writer.close(timeout=120):
+            raise SearchError("the storage took no writes for 120 s; rerun the same command once it is back")
         return SearchOutcome(
             spec.study_name, profile, fitness, heldout, coordinator.counters.evaluations, coordinator.counters.replayed
         )
@@ -228,8 +236,12 @@ def run_search(
     finally:
         for observer in observers:
             observer.close()
-        if writer is not None and not writer.close(timeout=120):
-            logger.error("some trial writes could not be finished; the checkpoint lets a rerun redo them")
+        if writer is not None and not writer.closed:
+            with contextlib.suppress(StorageWriteError):  # the body raised it, or is raising another error
+                if not writer.close(timeout=120):
+                    logger.error("some trial writes could not be finished; the checkpoint lets a rerun redo them")
+        if lease is not None:
+            lease.release()
         if own is not None:
             own.close()
 

@@ -43,6 +43,12 @@ class StorageError(RuntimeError):
     """The storage cannot be used; the message says why and never holds a password."""
 
 
+def reason(exc: BaseException) -> str:
+    """The first line of what the database (or SQLAlchemy) said, without the statement."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def connect(url: str) -> RDBStorage:
     """An Optuna RDB storage for `url`, with connections checked before use.
 
@@ -57,8 +63,7 @@ def connect(url: str) -> RDBStorage:
     try:
         return RDBStorage(url, engine_kwargs=kwargs)
     except (sa_exc.SQLAlchemyError, ValueError, ImportError) as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise StorageError(redact_text(f"cannot use storage {url}: {reason}", [secret or ""])) from None
+        raise StorageError(redact_text(f"cannot use storage {url}: {reason(exc)}", [secret or ""])) from None
 
 
 def check_fingerprint(storage: RDBStorage, name: str, fingerprint: str) -> bool:
@@ -168,15 +173,6 @@ class SearchStudy:
                     float(record["seconds"]), str(record["worker"]), trial.state,
                 )  # fmt: skip
         return out
-
-    def fail_running(self, reason: str) -> list[int]:
-        """Mark RUNNING trials (left by a coordinator that died) FAIL; returns their numbers."""
-        failed = []
-        for trial in self.trials((TrialState.RUNNING,)):
-            self.storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
-            self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-            failed.append(trial.number)
-        return failed
 
 
 def fitness_of(trial: FrozenTrial) -> float | None:

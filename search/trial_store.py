@@ -5,9 +5,12 @@ ORM transaction. Recording one evaluation that way cost the coordinator about 20
 held one driver near 50 evaluations per second (`benchmarks/coordinator.py`). `SqlTrialStore`
 writes the same rows with SQLAlchemy Core, every trial of a pass in one transaction, into the
 tables Optuna's own models define, numbering new trials under the study-row lock Optuna takes, so
-Optuna, the dashboard and `pressroom status` read them as their own. It is used only on a schema
-revision it was checked against (`SCHEMAS`); on any other, `ApiTrialStore` writes through the
-public API. The two stores give identical trials (`tests/search/test_trial_store.py`).
+Optuna, the dashboard and `pressroom status` read them as their own. It is used only on an Optuna
+release (`OPTUNA_RELEASES`) and schema revision (`SCHEMAS`) it was checked against: Optuna 5.1
+changed how datetimes are stored under an unchanged revision, so the revision alone does not say
+what the tables hold. Every private name it uses is resolved when it is created, so a release
+that renamed one falls back at once instead of failing a write. Elsewhere `ApiTrialStore` writes
+through the public API. The two stores give identical trials (`tests/search/test_trial_store.py`).
 
 Both follow one contract: `write` removes from each `TrialRows` what it stored, so after an
 exception the rows hold exactly what is still to write, and writing them again neither duplicates
@@ -23,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState, create_trial
 from sqlalchemy import bindparam, delete, func, insert, select, update
@@ -31,6 +35,7 @@ from sqlalchemy.engine import Connection
 logger = logging.getLogger(__name__)
 
 SCHEMAS = frozenset({"v3.2.0.a"})  # Optuna's alembic revisions whose tables SqlTrialStore writes
+OPTUNA_RELEASES = frozenset({"5.1"})  # Optuna's major.minor releases whose tables SqlTrialStore writes
 
 
 @dataclass
@@ -115,31 +120,42 @@ class ApiTrialStore:
 class SqlTrialStore:
     """Optuna's tables written with SQLAlchemy Core: a whole pass in one transaction.
 
-    Use `for_storage`, which checks the schema revision.
+    Use `for_storage`, which checks the Optuna release and schema revision.
+
+    Raises:
+        AttributeError: `models` lacks a table or function this store uses.
     """
 
     def __init__(self, storage: RDBStorage, models: Any) -> None:
         self.engine = storage.engine
-        self.models = models
         self.studies = models.StudyModel.__table__
         self.trials = models.TrialModel.__table__
         self.values = models.TrialValueModel.__table__
         self.intermediate = models.TrialIntermediateValueModel.__table__
         self.user_attrs = models.TrialUserAttributeModel.__table__
         self.study_attrs = models.StudyUserAttributeModel.__table__
+        self.value_repr = models.TrialValueModel.value_to_stored_repr
+        self.intermediate_repr = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
 
     @classmethod
     def for_storage(cls, storage: RDBStorage) -> SqlTrialStore | None:
-        """The store for `storage`, or None where its schema is not one this module knows."""
-        try:
-            from optuna.storages._rdb import models  # Optuna's table definitions
-        except ImportError:
+        """The store for `storage`, or None where the Optuna release, its schema or its table
+        definitions are not ones this module knows (the caller then uses `ApiTrialStore`)."""
+        release = ".".join(optuna.__version__.split(".")[:2])
+        if release not in OPTUNA_RELEASES:
+            logger.info("Optuna %s is not a release pressroom writes directly; using Optuna's API", optuna.__version__)
             return None
         version = storage.get_current_version()
         if version not in SCHEMAS:
             logger.info("Optuna schema %s is not one pressroom writes directly; using Optuna's API", version)
             return None
-        return cls(storage, models)
+        try:
+            from optuna.storages._rdb import models  # Optuna's table definitions
+
+            return cls(storage, models)
+        except (ImportError, AttributeError) as exc:
+            logger.info("Optuna's table definitions differ from what pressroom writes (%s); using Optuna's API", exc)
+            return None
 
     def write(self, study_id: int, rows: Iterable[TrialRows], study_attrs: dict[str, Any]) -> int:
         rows = list(rows)
@@ -194,18 +210,17 @@ class SqlTrialStore:
 
     def _set_values(self, conn: Connection, pairs: list[tuple[TrialRows, int]]) -> None:
         """The objective values of trials that are COMPLETE now."""
-        stored = self.models.TrialValueModel.value_to_stored_repr
         records = []
         for row, trial_id in pairs:
             if row.state == TrialState.COMPLETE and row.values:
                 for objective, value in enumerate(row.values):
-                    number, kind = stored(value)
+                    number, kind = self.value_repr(value)
                     records.append({"trial_id": trial_id, "objective": objective, "value": number, "value_type": kind})
         if records:
             conn.execute(insert(self.values), records)
 
     def _intermediate(self, value: float) -> dict[str, Any]:
-        stored, kind = self.models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
+        stored, kind = self.intermediate_repr(value)
         return {"intermediate_value": stored, "intermediate_value_type": kind}
 
     def _replace(

@@ -7,6 +7,12 @@ stores a whole pass at once, in one transaction where the schema allows (`trial_
 that fails on a lost connection is retried until the database is back, so a restarted
 PostgreSQL loses nothing; the checkpoint of a pass is stored with its trials, never ahead of
 them.
+
+A pass the direct SQL store rejects for another reason is stored again through Optuna's public
+API, which is used from then on. If that fails too, the writer stops: it stores nothing more (so
+no checkpoint ever gets ahead of the trials it needs), keeps what it could not store, and raises
+`StorageWriteError` to whoever writes, flushes or closes next; the search ends with that error
+and a rerun resumes from the last stored checkpoint, replaying every evaluation stored before it.
 """
 
 from __future__ import annotations
@@ -16,20 +22,34 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import exc as sa_exc
 
-from .storage import CHECKPOINT, EVALUATIONS, PROGRESS, Evaluation, SearchStudy
+from .storage import CHECKPOINT, EVALUATIONS, PROGRESS, Evaluation, SearchStudy, StorageError, reason
 from .trial_store import ApiTrialStore, SqlTrialStore, TrialRows, TrialStore
 
 logger = logging.getLogger(__name__)
 
 _RETRYABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError)
+
+
+class StorageWriteError(StorageError):
+    """The storage rejected a write that was not a lost connection; the search must stop."""
+
+
+def retryable(exc: BaseException) -> bool:
+    """Whether `exc` is a lost connection, also where Optuna wrapped it (StorageInternalError)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, _RETRYABLE):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 @dataclass
@@ -76,13 +96,24 @@ class TrialWriter:
             evaluations share transactions (`flush` and `close` cut it short).
         direct: store passes with `SqlTrialStore` where the schema is one it knows; False
             always uses Optuna's public API.
+        guard: called before every pass; raising `StorageError` (the study's lease was lost)
+            stops the writer as a rejected write does.
     """
 
-    def __init__(self, study: SearchStudy, retry_s: float = 0.5, linger_s: float = 0.05, direct: bool = True) -> None:
+    def __init__(
+        self,
+        study: SearchStudy,
+        retry_s: float = 0.5,
+        linger_s: float = 0.05,
+        direct: bool = True,
+        guard: Callable[[], None] | None = None,
+    ) -> None:
         self.study = study
         self.retry_s = retry_s
         self.linger_s = linger_s
-        self.store: TrialStore = (direct and SqlTrialStore.for_storage(study.storage)) or ApiTrialStore(study.storage)
+        self.guard = guard
+        self.fallback = ApiTrialStore(study.storage)
+        self.store: TrialStore = (direct and SqlTrialStore.for_storage(study.storage)) or self.fallback
         self._lock = threading.Condition()
         self._events: deque[tuple[str, Any]] = deque()
         self._members: dict[int, _Member] = {}
@@ -91,7 +122,8 @@ class TrialWriter:
         self._busy = False
         self._closed = False
         self._flushing = 0  # callers waiting in flush: no lingering then
-        self.errors: list[str] = []
+        self._stale: list[TrialRows] = []  # trials of an earlier coordinator to mark FAIL
+        self.error: StorageWriteError | None = None  # set when a pass could not be stored
         self.writes = 0  # transactions committed
         self._thread = threading.Thread(target=self._run, name="pressroom-trial-writer", daemon=True)
         self._thread.start()
@@ -100,6 +132,8 @@ class TrialWriter:
 
     def _push(self, kind: str, payload: Any) -> None:
         with self._lock:
+            if self.error is not None:
+                raise self.error
             if self._closed:
                 raise RuntimeError("TrialWriter is closed")
             self._events.append((kind, payload))
@@ -124,6 +158,10 @@ class TrialWriter:
         values = None if value is None else [float(value)] if isinstance(value, int | float) else list(value)
         self._push("finish", (member, state, values))
 
+    def fail_stale(self, trials: Iterable[FrozenTrial], reason: str) -> None:
+        """Mark trials that an earlier coordinator left RUNNING as FAIL, saying why."""
+        self._push("stale", ([(t._trial_id, t.datetime_start or datetime.now()) for t in trials], reason))
+
     def checkpoint(self, state: Mapping[str, Any], progress: Mapping[str, Any]) -> None:
         """The algorithm's state, and a summary for `pressroom status`; written after every
         trial event queued before them."""
@@ -134,29 +172,46 @@ class TrialWriter:
         self._push("study_attr", (key, value))
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything queued so far is written; False on timeout."""
+        """Wait until everything queued so far is written; False on timeout.
+
+        Raises:
+            StorageWriteError: a pass could not be stored (nothing after it was).
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             self._flushing += 1
             self._lock.notify_all()
             try:
-                while self._events or self._busy:
+                while (self._events or self._busy) and self.error is None:
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         return False
                     self._lock.wait(remaining)
             finally:
                 self._flushing -= 1
+            if self.error is not None:
+                raise self.error
         return True
 
     def close(self, timeout: float | None = None) -> bool:
-        """Flush, then stop the thread; returns False if some events could not be written in time."""
-        done = self.flush(timeout)
-        with self._lock:
-            self._closed = True
-            self._lock.notify_all()
-        self._thread.join(1.0 if not done else None)
+        """Flush, then stop the thread; returns False if some events could not be written in time.
+
+        Raises:
+            StorageWriteError: a pass could not be stored (nothing after it was).
+        """
+        done = False
+        try:
+            done = self.flush(timeout)
+        finally:
+            with self._lock:
+                self._closed = True
+                self._lock.notify_all()
+            self._thread.join(None if done else 1.0)
         return done
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @property
     def backlog(self) -> int:
@@ -168,9 +223,9 @@ class TrialWriter:
     def _run(self) -> None:
         while True:
             with self._lock:
-                while not self._events and not self._closed:
+                while not self._events and not self._closed and self.error is None:
                     self._lock.wait()
-                if not self._events and self._closed:
+                if self.error is not None or (not self._events and self._closed):
                     return
                 deadline = time.monotonic() + self.linger_s
                 while not (self._closed or self._flushing) and (left := deadline - time.monotonic()) > 0:
@@ -196,6 +251,13 @@ class TrialWriter:
             if kind == "adopt":
                 self._finished.add(payload)
                 continue
+            if kind == "stale":
+                trials, why = payload
+                rows = [
+                    TrialRows(-1, i, start, state=TrialState.FAIL, attrs={"fail_reason": why}) for i, start in trials
+                ]
+                self._stale.extend(rows)
+                continue
             member = payload[0]
             if member in self._finished:
                 continue  # a finished trial is never reopened
@@ -216,27 +278,59 @@ class TrialWriter:
                 entry.state, entry.final_values = state, values
 
     def _write_pass(self) -> None:
-        """Store what the members and study attributes hold, retrying while the database is away."""
-        rows = [row for member, entry in self._members.items() if not (row := entry.take(member)).empty]
+        """Store what the members and study attributes hold, retrying while the database is away.
+
+        On a rejected write (after the fallback to Optuna's API) or a lost lease, the rows stay
+        unwritten, `error` is set, and the thread stops.
+        """
+        mine = [row for member, entry in self._members.items() if not (row := entry.take(member)).empty]
+        rows = [*self._stale, *mine]
         delay = self.retry_s
         while rows or self._study_attrs:
             try:
+                if self.guard is not None:
+                    self.guard()
                 self.writes += self.store.write(self.study.id, rows, self._study_attrs)
                 break
-            except _RETRYABLE as exc:
-                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-                logger.warning("storage write failed (%s); retrying in %.1f s", reason, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 30.0)
-            except Exception as exc:  # a bug or a rejected value: keep going, but say so loudly
-                logger.exception("storage write failed and was dropped")
-                self.errors.append(repr(exc))
-                self._study_attrs.clear()
-                break
-        for row in rows:
+            except StorageError as exc:  # the lease is lost: another coordinator owns the study now
+                self._stop(exc)
+                return
+            except Exception as exc:
+                if retryable(exc):
+                    logger.warning("storage write failed (%s); retrying in %.1f s", reason(exc), delay)
+                    time.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+                elif self.store is not self.fallback:
+                    logger.warning(
+                        "direct SQL write failed (%s); writing through Optuna's API from now on", reason(exc)
+                    )
+                    self.store = self.fallback
+                else:
+                    self._stop(exc)
+                    return
+        self._stale.clear()
+        for row in mine:
             if row.trial_id is not None:
                 self._members[row.member].trial_id = row.trial_id
         # finished members need nothing more; forget them so a long search stays small
         for member in [m for m, e in self._members.items() if e.state_written]:
             del self._members[member]
             self._finished.add(member)
+
+    def _stop(self, exc: Exception) -> None:
+        """Keep what could not be stored, write nothing more, and make writers see the error."""
+        logger.debug("the rejected write", exc_info=exc)
+        cause: BaseException = exc
+        while cause.__cause__ is not None:  # what the database said, not Optuna's wrapper
+            cause = cause.__cause__
+        why = (
+            str(exc)
+            if isinstance(exc, StorageError)
+            else f"a trial write was rejected ({type(cause).__name__}: {reason(cause)})"
+        )
+        error = StorageWriteError(
+            f"{why}; nothing after it was stored, rerun to resume from the last stored checkpoint"
+        )
+        with self._lock:
+            self.error = error
+            self._lock.notify_all()

@@ -36,6 +36,14 @@ def postgres_url() -> Iterator[str]:
         _admin(f'DROP DATABASE IF EXISTS "{name}"')
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A storage URL: a fresh SQLite file, then the session's PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
 def tiny_search(cache_dir: Path, **overrides: Any) -> dict[str, Any]:
     """A spec for a tiny-Llama EvoPress search that takes seconds on 2 CPUs."""
     spec: dict[str, Any] = {

@@ -223,7 +223,7 @@ def test_finish_falls_back_to_the_next_best_profile_that_meets_the_constraint_wh
         _record(writer, member, levels, [fitness, model.estimate(levels)][: 1 + objective])
     pool = CannedPool({tuple(best): 0.83, tuple(second): 0.81, tuple(third): 0.79, tuple(fourth): 0.7})
     profile, fitness, summary = model.finish(pool, study, writer, (space.from_array(best), 0.1), "evopress")
-    assert writer.close(timeout=30) and not writer.errors
+    assert writer.close(timeout=30) and writer.error is None
     # The best missed (0.83), then the recorded ones by fitness: 0.2 missed (0.81), 0.3 met.
     assert pool.measured == [tuple(best), tuple(second), tuple(third)]
     assert list(profile.values()) == third and fitness == 0.3
@@ -329,7 +329,7 @@ def test_a_two_objective_study_stores_both_values_and_has_a_pareto_front(tmp_pat
         writer.record(member, StoredEvaluation(member, member, 0, fitness, 256, 0.1, "w", TrialState.RUNNING), {})
         writer.finish(member, TrialState.COMPLETE, [fitness, latency])
     writer.finish(len(points), TrialState.PRUNED)
-    assert writer.close(timeout=30) and not writer.errors
+    assert writer.close(timeout=30) and writer.error is None
     loaded = optuna.load_study(study_name="mo", storage=storage)
     assert loaded.metric_names == ["fitness", "latency"] and len(loaded.directions) == 2
     complete = loaded.get_trials(states=(TrialState.COMPLETE,))

@@ -6,20 +6,15 @@ import math
 from datetime import datetime
 from typing import Any
 
+import optuna
 import pytest
+from optuna.storages._rdb import models
 from optuna.trial import TrialState, create_trial
 
 from search import trial_store
 from search.storage import Evaluation, SearchStudy, connect
 from search.trial_store import ApiTrialStore, SqlTrialStore, TrialRows
 from search.writer import TrialWriter
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store.db'}"
-    return request.getfixturevalue("postgres_url")
 
 
 def _study(url: str, name: str, metrics: tuple[str, ...] = ("fitness",)) -> SearchStudy:
@@ -56,7 +51,7 @@ def _search(writer: TrialWriter, objectives: int) -> None:
     writer.finish(5, TrialState.COMPLETE, final)
     writer.study_attr("pressroom.best", {"fitness": 0.5})
     assert writer.close(timeout=60)
-    assert writer.errors == []
+    assert writer.error is None
 
 
 def _trials(study: SearchStudy) -> list[tuple[Any, ...]]:
@@ -70,11 +65,11 @@ def _trials(study: SearchStudy) -> list[tuple[Any, ...]]:
 
 
 @pytest.mark.parametrize("objectives", [1, 2])
-def test_direct_sql_and_the_public_api_store_identical_trials(url, objectives):
+def test_direct_sql_and_the_public_api_store_identical_trials(storage_url, objectives):
     metrics = ("fitness", "latency")[:objectives]
     stored = {}
     for direct in (True, False):
-        study = _study(url, f"same-{direct}-{objectives}", metrics)
+        study = _study(storage_url, f"same-{direct}-{objectives}", metrics)
         writer = TrialWriter(study, direct=direct)
         assert isinstance(writer.store, SqlTrialStore if direct else ApiTrialStore)
         _search(writer, objectives)
@@ -88,8 +83,8 @@ def test_direct_sql_and_the_public_api_store_identical_trials(url, objectives):
     assert attrs["pressroom.checkpoint"] == '{"next_id": 4}' and attrs["pressroom.best"] == {"fitness": 0.5}
 
 
-def test_a_pass_is_one_transaction_numbered_after_trials_made_elsewhere(url):
-    study = _study(url, "numbers")
+def test_a_pass_is_one_transaction_numbered_after_trials_made_elsewhere(storage_url):
+    study = _study(storage_url, "numbers")
     study.storage.create_new_trial(study.id, template_trial=create_trial(state=TrialState.RUNNING))
     store = SqlTrialStore.for_storage(study.storage)
     assert store is not None
@@ -101,8 +96,8 @@ def test_a_pass_is_one_transaction_numbered_after_trials_made_elsewhere(url):
     assert [t.user_attrs.get("member") for t in study.trials()] == [None, 0, 1, 2]
 
 
-def test_a_failed_pass_stores_nothing_and_keeps_its_rows(url):
-    study = _study(url, "atomic")
+def test_a_failed_pass_stores_nothing_and_keeps_its_rows(storage_url):
+    study = _study(storage_url, "atomic")
     store = SqlTrialStore.for_storage(study.storage)
     assert store is not None
     rows = [
@@ -122,6 +117,24 @@ def test_an_unknown_schema_revision_falls_back_to_the_public_api(tmp_path, monke
     monkeypatch.setattr(trial_store, "SCHEMAS", frozenset({"v0.0.0"}))
     study = _study(f"sqlite:///{tmp_path / 'old.db'}", "old")
     writer = TrialWriter(study)
+    assert isinstance(writer.store, ApiTrialStore)
+    _search(writer, 1)
+    assert len(study.trials()) == 5
+
+
+def test_an_optuna_release_it_was_not_checked_against_falls_back_when_created(tmp_path, monkeypatch):
+    study = _study(f"sqlite:///{tmp_path / 'next.db'}", "next")
+    assert SqlTrialStore.for_storage(study.storage) is not None
+    monkeypatch.setattr(optuna, "__version__", "5.2.0")
+    assert SqlTrialStore.for_storage(study.storage) is None
+    assert isinstance(TrialWriter(study).store, ApiTrialStore)
+
+
+def test_a_renamed_private_optuna_function_falls_back_when_created_not_when_writing(tmp_path, monkeypatch):
+    study = _study(f"sqlite:///{tmp_path / 'renamed.db'}", "renamed")
+    monkeypatch.delattr(models.TrialIntermediateValueModel, "intermediate_value_to_stored_repr")
+    writer = TrialWriter(study)
+    monkeypatch.undo()  # Optuna's own API needs the function back
     assert isinstance(writer.store, ApiTrialStore)
     _search(writer, 1)
     assert len(study.trials()) == 5
