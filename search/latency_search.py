@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from optuna.storages import BaseStorage
-from optuna.trial import TrialState, create_trial
+from optuna.trial import TrialState
 
 from spaces import Fidelity, Profile, Space
 from workers.kernels import BACKENDS
@@ -304,9 +304,8 @@ class LatencyModel:
         }
         writer.study_attr(MEASURED, summary)  # also when none met: what was measured is worth keeping
         if self.spec.objective:
-            writer.flush()
             for measurement in tried:
-                _measured_trial(study, measurement, algorithm)
+                writer.add_trial([measurement.fitness, measurement.measured], _measured_attrs(measurement, algorithm))
         if chosen is None:
             shown = ", ".join(f"{m.measured:.3f} (estimated {m.estimated:.3f})" for m in tried)
             raise LatencyError(
@@ -354,18 +353,14 @@ def _candidates(
         yield levels, float(trial.values[0]), trial.number
 
 
-def _measured_trial(study: SearchStudy, measurement: Measurement, algorithm: str) -> None:
-    """A COMPLETE trial whose values are the profile's fitness and its measured latency."""
-    attrs = {
+def _measured_attrs(measurement: Measurement, algorithm: str) -> dict[str, Any]:
+    """The attributes of the COMPLETE trial whose values are a profile's fitness and its measured latency."""
+    return {
         "levels": measurement.levels,
         "algorithm": algorithm,
         "latency": measurement.summary(),
         "measured_from_trial": measurement.trial,
     }
-    template = create_trial(
-        state=TrialState.COMPLETE, values=[measurement.fitness, measurement.measured], user_attrs=attrs
-    )
-    study.storage.create_new_trial(study.id, template_trial=template)
 
 
 __all__ = ["LATENCY", "MEASURED", "LatencyError", "LatencyModel", "Measurement", "choose", "unit_latencies"]

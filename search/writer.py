@@ -122,7 +122,7 @@ class TrialWriter:
         self._busy = False
         self._closed = False
         self._flushing = 0  # callers waiting in flush: no lingering then
-        self._stale: list[TrialRows] = []  # trials of an earlier coordinator to mark FAIL
+        self._loose: list[TrialRows] = []  # rows of no member: stale trials to fail, added trials
         self.error: StorageWriteError | None = None  # set when a pass could not be stored
         self.writes = 0  # transactions committed
         self._thread = threading.Thread(target=self._run, name="pressroom-trial-writer", daemon=True)
@@ -161,6 +161,10 @@ class TrialWriter:
     def fail_stale(self, trials: Iterable[FrozenTrial], reason: str) -> None:
         """Mark trials that an earlier coordinator left RUNNING as FAIL, saying why."""
         self._push("stale", ([(t._trial_id, t.datetime_start or datetime.now()) for t in trials], reason))
+
+    def add_trial(self, values: Sequence[float], attrs: Mapping[str, Any]) -> None:
+        """A COMPLETE trial of no member (a measurement made after the search)."""
+        self._push("trial", ([float(v) for v in values], dict(attrs)))
 
     def checkpoint(self, state: Mapping[str, Any], progress: Mapping[str, Any]) -> None:
         """The algorithm's state, and a summary for `pressroom status`; written after every
@@ -256,7 +260,11 @@ class TrialWriter:
                 rows = [
                     TrialRows(-1, i, start, state=TrialState.FAIL, attrs={"fail_reason": why}) for i, start in trials
                 ]
-                self._stale.extend(rows)
+                self._loose.extend(rows)
+                continue
+            if kind == "trial":
+                values, attrs = payload
+                self._loose.append(TrialRows(-1, None, datetime.now(), TrialState.COMPLETE, values, attrs))
                 continue
             member = payload[0]
             if member in self._finished:
@@ -284,7 +292,7 @@ class TrialWriter:
         unwritten, `error` is set, and the thread stops.
         """
         mine = [row for member, entry in self._members.items() if not (row := entry.take(member)).empty]
-        rows = [*self._stale, *mine]
+        rows = [*self._loose, *mine]
         delay = self.retry_s
         while rows or self._study_attrs:
             try:
@@ -308,7 +316,7 @@ class TrialWriter:
                 else:
                     self._stop(exc)
                     return
-        self._stale.clear()
+        self._loose.clear()
         for row in mine:
             if row.trial_id is not None:
                 self._members[row.member].trial_id = row.trial_id

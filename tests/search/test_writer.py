@@ -84,3 +84,23 @@ def test_a_lost_connection_is_retried_also_through_optunas_api(storage_url):
     _member(writer, 0, 0.5)
     assert writer.close(timeout=60)
     assert len(calls) == 2 and _members(study) == {0: 0.5}
+
+
+def test_a_trial_added_after_the_search_is_retried_like_every_write(storage_url):
+    """The latency search's measured trials: a lost connection delays them, never drops them."""
+    study = SearchStudy.open(connect(storage_url), "added", fingerprint="f", attrs={}, metrics=("fitness", "latency"))
+    writer = TrialWriter(study, retry_s=0.01)
+    write, calls = writer.store.write, []
+
+    def flaky(*args):
+        calls.append(1)
+        if len(calls) == 1:
+            raise sa_exc.OperationalError("INSERT", {}, Exception("server closed the connection"))
+        return write(*args)
+
+    writer.store.write = flaky  # type: ignore[method-assign]
+    writer.add_trial([0.5, 0.75], {"levels": [1, 2], "measured_from_trial": 3})
+    assert writer.close(timeout=60)
+    (trial,) = study.trials()
+    assert len(calls) == 2 and trial.state == TrialState.COMPLETE and trial.values == [0.5, 0.75]
+    assert trial.user_attrs["measured_from_trial"] == 3
