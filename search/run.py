@@ -26,7 +26,7 @@ from .latency_search import LATENCY, LatencyError, LatencyModel
 from .progress import LiveView
 from .raycluster import reachable, use_token_auth
 from .results import layers_from_records, record_space
-from .secrets import redact_text, url_password
+from .secrets import redact_text, url_secrets
 from .spec import Spec, algorithm_registry
 from .storage import METRIC, SPACE, SPEC, SearchStudy, StorageError, check_fingerprint, connect
 from .tracking import MlflowTracker, TrackingError
@@ -162,7 +162,7 @@ def run_search(
     """
     console = console or Console(stderr=True)
     url = spec.storage_url()
-    secret = url_password(url) or ""
+    secrets = url_secrets(url)
     try:
         storage = connect(url)
         check_fingerprint(storage, spec.study_name, spec.fingerprint())
@@ -222,7 +222,7 @@ def run_search(
     except LatencyError as exc:
         raise SearchError(str(exc)) from None
     except StorageError as exc:
-        raise SearchError(redact_text(str(exc), [secret])) from None
+        raise SearchError(redact_text(str(exc), secrets)) from None
     except TrackingError as exc:
         raise SearchError(str(exc)) from None
     finally:
