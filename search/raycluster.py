@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
+
+from .probe import TIMEOUT_S, listening
 
 ENV_AUTH_MODE = "RAY_AUTH_MODE"
 
 
-def reachable(address: str, timeout: float = 5.0) -> bool:
+def reachable(address: str, timeout: float = TIMEOUT_S) -> bool:
     """Whether something listens at ``[ray://]host:port`` (Ray itself waits minutes to give up).
 
     Forms without a port (``auto``) are left to Ray and count as reachable.
@@ -16,11 +17,7 @@ def reachable(address: str, timeout: float = 5.0) -> bool:
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         return True
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    return listening(host, int(port), timeout)
 
 
 def use_token_auth() -> None:

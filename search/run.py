@@ -1,8 +1,9 @@
 """`run_search`: a whole search from a spec: storage, Ray workers, algorithm, coordinator, report.
 
 Order matters for bad input: the storage is reached and the study's spec checked first (fast,
-and nothing is written if the study belongs to another spec), then Ray and the workers, and
-only then is the study created; so an unknown Ray address leaves no study behind.
+and nothing is written if the study belongs to another spec), then the MLflow server answers a
+check, then Ray and the workers, and only then are the MLflow run and the study created; so an
+unknown Ray address leaves no study and no MLflow run behind.
 """
 
 from __future__ import annotations
@@ -174,9 +175,11 @@ def run_search(
     observers: list[Any] = []  # the MLflow run and the dashboard's figures; closed at the end
     try:
         if spec.mlflow.enabled:  # before the workers load models: a wrong tracking URI fails fast
-            observers.append(MlflowTracker.start(spec))
+            MlflowTracker.check(spec)
         if workers is None:
             workers = own = Workers(spec)
+        if spec.mlflow.enabled:  # only once Ray and the storage answered: no orphan run
+            observers.append(MlflowTracker.start(spec))
         pool, space = workers.pool, workers.space
         attrs = {SPEC: spec.public_dict(), SPACE: record_space(space)}
         latency = None

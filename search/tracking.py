@@ -30,6 +30,7 @@ from spaces import Profile, Space
 
 from .algorithms.base import Algorithm, Candidate, Result
 from .background import Background
+from .probe import TIMEOUT_S, http_listening
 from .secrets import redact_text, redact_url, url_secrets
 from .spec import Spec
 
@@ -124,6 +125,21 @@ class MlflowTracker:
         self._ended = False
         self._worker = Background("pressroom-mlflow", self._secrets)
 
+    @staticmethod
+    def check(spec: Spec) -> None:
+        """Check within seconds that the spec's tracking server answers (MLflow's own client
+        retries for minutes); creates nothing.
+
+        Raises:
+            TrackingError: nothing answers at the tracking URI.
+        """
+        uri = spec.tracking_uri()
+        if uri and not http_listening(uri):
+            raise TrackingError(
+                f"cannot log the search to MLflow at {redact_url(uri)}: nothing answers there within "
+                f"{TIMEOUT_S:g} s (is the tracking server up?); set mlflow.enabled: false to search without tracking"
+            )
+
     @classmethod
     def start(cls, spec: Spec) -> MlflowTracker:
         """Create the search's run, or resume the one an earlier attempt of it left.
@@ -135,6 +151,7 @@ class MlflowTracker:
         from mlflow.entities import Param
         from mlflow.exceptions import MlflowException
 
+        cls.check(spec)
         uri = spec.tracking_uri()
         shown = redact_url(uri) if uri else "MLflow's default store"
         secrets = url_secrets(uri or "")
