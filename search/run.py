@@ -99,7 +99,7 @@ class Workers:
     def __init__(self, spec: Spec) -> None:
         import ray
 
-        from workers import WorkerPool, make_actors
+        from workers import ResourceError, WorkerPool, actor_options, check_fits, make_actors, wait_ready
 
         self._started_ray = _start_ray(spec.workers.ray_address)
         self.pool: Any = None
@@ -109,9 +109,20 @@ class Workers:
             return make_actors(spec.evaluator_spec(), count, w.cpus_per_worker, w.gpus_per_worker, w.torch_threads)
 
         try:
+            try:
+                check_fits(w.count, actor_options(w.cpus_per_worker, w.gpus_per_worker))
+            except ResourceError as exc:
+                if self._started_ray:  # pressroom's own local Ray: nothing will add resources
+                    raise SearchError(f"workers.count {w.count} does not fit: {exc}") from None
+                logger.warning("%s; waiting up to workers.start_timeout_s for the cluster to scale up", exc)
             actors = start(w.count)
             try:
-                infos = ray.get([actor.info.remote() for actor in actors])
+                infos = wait_ready(actors, w.start_timeout_s)
+            except TimeoutError as exc:
+                raise SearchError(
+                    f"the workers did not start: {exc} (workers.start_timeout_s); the cluster lacks resources "
+                    "for them, or loading the model takes longer"
+                ) from None
             except ray.exceptions.RayError as exc:
                 raise SearchError(f"the workers could not start: {_cause(exc)}") from None
             self.space = space_from_info(spec, infos)
