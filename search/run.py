@@ -8,6 +8,7 @@ unknown Ray address leaves no study and no MLflow run behind.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from .coordinator import Coordinator, Listener
 from .dashboard import attach_figures
 from .latency_search import LATENCY, LatencyError, LatencyModel
 from .progress import LiveView
-from .raycluster import reachable, use_token_auth
+from .raycluster import loopback_only, reachable, stop_on_sigterm, use_token_auth
 from .results import layers_from_records, record_space
 from .secrets import redact_text, url_secrets
 from .spec import Spec, algorithm_registry
@@ -76,13 +77,14 @@ def _start_ray(address: str | None) -> bool:
         return False
     if address and not reachable(address):
         raise SearchError(f"cannot connect to Ray at {address}: nothing answers there (is the head node up?)")
-    if address:
-        use_token_auth()
+    use_token_auth()  # a new local Ray, too, requires the token: other users of the machine cannot connect
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        with contextlib.nullcontext() if address else loopback_only():
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or "a new local cluster"
         raise SearchError(f"cannot connect to Ray at {where}: {exc}") from None
+    stop_on_sigterm()
     return True
 
 
