@@ -127,6 +127,14 @@ class Workers:
                 ) from None
             except ray.exceptions.RayError as exc:
                 raise SearchError(f"the workers could not start: {_cause(exc)}") from None
+            for info in infos:  # a worker's own log is not watched: say it here
+                for repair in info.get("repairs", []):
+                    logger.warning(
+                        "worker %s on %s repaired its compression database: %s",
+                        info["worker"],
+                        info["hostname"],
+                        repair,
+                    )
             self.space = space_from_info(spec, infos)
             self.pool = WorkerPool(
                 actors,

@@ -152,8 +152,10 @@ class EvaluatorActor:
         return self._runner.run(payload)
 
     def info(self) -> dict[str, Any]:
-        """`EvaluatorRunner.info` plus the Ray node id and the assigned GPU ids."""
-        return {**self._runner.info(), "node_id": self._node_id, "gpu_ids": self._gpu_ids}
+        """`EvaluatorRunner.info` plus the Ray node id, the assigned GPU ids, and ``repairs``: what
+        this actor found broken in the compression database and rebuilt (for the driver to show)."""
+        repairs = list(self._runner.evaluator.db.repairs)
+        return {**self._runner.info(), "node_id": self._node_id, "gpu_ids": self._gpu_ids, "repairs": repairs}
 
 
 class ResourceError(ValueError):
