@@ -57,6 +57,11 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _repair(repairs: list[str], message: str) -> None:
+    logger.warning("%s", message)
+    repairs.append(message)
+
+
 @contextlib.contextmanager
 def _locked(root: Path) -> Iterator[None]:
     """An exclusive lock on the folder, so two workers on one machine never build it together."""
@@ -76,11 +81,14 @@ class CompressionDatabase:
         root: the folder.
         compressor: the compressor's name.
         manifest: the parsed manifest.
+        repairs: what opening it found broken and rebuilt, one line each (a worker reports
+            these to the coordinator, whose console shows them; its own log is not watched).
     """
 
-    def __init__(self, root: Path, manifest: dict[str, Any]) -> None:
+    def __init__(self, root: Path, manifest: dict[str, Any], repairs: Sequence[str] = ()) -> None:
         self.root = root
         self.manifest = manifest
+        self.repairs = list(repairs)
         self.compressor: str = manifest["compressor"]
         self._rankings: dict[str, torch.Tensor] = {}
 
@@ -132,33 +140,34 @@ class CompressionDatabase:
         """
         key = hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest()[:20]
         root = Path(cache_dir).expanduser() / "db" / key
+        repairs: list[str] = []
         with _locked(root):
-            manifest = cls._load_manifest(root, header)
-            todo = [layer for layer in layers if not cls._verified(root, manifest, layer.name)]
+            manifest = cls._load_manifest(root, header, repairs)
+            todo = [layer for layer in layers if not cls._verified(root, manifest, layer.name, repairs)]
             if todo:
                 logger.info(
                     "building the %s database in %s: %d of %d layers to do",
                     header["compressor"], root, len(todo), len(layers),
                 )  # fmt: skip
                 cls._build_layers(root, manifest, todo, modules, choices, model, batch, progress, len(layers))
-        return cls(root, manifest)
+        return cls(root, manifest, repairs)
 
     @staticmethod
-    def _load_manifest(root: Path, header: dict[str, Any]) -> dict[str, Any]:
+    def _load_manifest(root: Path, header: dict[str, Any], repairs: list[str]) -> dict[str, Any]:
         path = root / "manifest.json"
         if path.exists():
             try:
                 manifest = json.loads(path.read_text())
             except (OSError, ValueError):
-                logger.warning("the manifest %s is unreadable: rebuilding the database", path)
+                _repair(repairs, f"the manifest {path} is unreadable: rebuilding the database")
             else:
                 if {k: manifest.get(k) for k in header} == header:
                     return dict(manifest)
-                logger.warning("the manifest %s belongs to another database: rebuilding it", path)
+                _repair(repairs, f"the manifest {path} belongs to another database: rebuilding it")
         return {**header, "layers": {}}
 
     @staticmethod
-    def _verified(root: Path, manifest: dict[str, Any], name: str) -> bool:
+    def _verified(root: Path, manifest: dict[str, Any], name: str, repairs: list[str]) -> bool:
         entry = manifest["layers"].get(name)
         if entry is None:
             return False
@@ -166,7 +175,7 @@ class CompressionDatabase:
             return True
         path = root / entry["file"]
         if not path.exists() or path.stat().st_size != entry["bytes"] or _sha256(path) != entry["sha256"]:
-            logger.warning("database file %s is missing or corrupt: rebuilding it", path)
+            _repair(repairs, f"database file {path} is missing or corrupt: rebuilding it")
             del manifest["layers"][name]
             return False
         return True

@@ -26,7 +26,7 @@ from optuna.storages import BaseStorage
 from evaluators.config import EvaluatorSpec
 
 from .results import Best, evaluator_spec_from, find_best, study_spec
-from .secrets import redact_url, url_password
+from .secrets import redact_url, url_secrets
 from .tracking import TAG_STUDY, TrackingError, error_reason, experiment_id
 
 logger = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ def register_best(
             step = f"setting alias {alias!r}"
             client.set_registered_model_alias(name, alias, version.version)
     except MlflowException as exc:
-        reason = error_reason(exc, url_password(tracking_uri or ""))
+        reason = error_reason(exc, url_secrets(tracking_uri or ""))
         raise TrackingError(f"MLflow at {where} failed while {step}: {reason}") from None
     logger.info("registered %s version %s from study %s (trial %s)", name, version.version, study, best.trial)
     return Registered(name, str(version.version), f"models:/{name}/{version.version}", run_id, alias, best)

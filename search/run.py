@@ -1,8 +1,9 @@
 """`run_search`: a whole search from a spec: storage, Ray workers, algorithm, coordinator, report.
 
 Order matters for bad input: the storage is reached and the study's spec checked first (fast,
-and nothing is written if the study belongs to another spec), then Ray and the workers, and
-only then is the study created; so an unknown Ray address leaves no study behind.
+and nothing is written if the study belongs to another spec), then the MLflow server answers a
+check, then Ray and the workers, and only then are the MLflow run and the study created; so an
+unknown Ray address leaves no study and no MLflow run behind.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from .dashboard import attach_figures
 from .latency_search import LATENCY, LatencyError, LatencyModel
 from .lease import Lease
 from .progress import LiveView
-from .raycluster import reachable, use_token_auth
+from .raycluster import loopback_only, reachable, stop_on_sigterm, use_token_auth
 from .results import layers_from_records, record_space
-from .secrets import redact_text, url_password
+from .secrets import redact_text, url_secrets
 from .spec import Spec, algorithm_registry
 from .storage import METRIC, SPACE, SPEC, SearchStudy, StorageError, check_fingerprint, connect
 from .tracking import MlflowTracker, TrackingError
@@ -77,13 +78,14 @@ def _start_ray(address: str | None) -> bool:
         return False
     if address and not reachable(address):
         raise SearchError(f"cannot connect to Ray at {address}: nothing answers there (is the head node up?)")
-    if address:
-        use_token_auth()
+    use_token_auth()  # a new local Ray, too, requires the token: other users of the machine cannot connect
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        with contextlib.nullcontext() if address else loopback_only():
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or "a new local cluster"
         raise SearchError(f"cannot connect to Ray at {where}: {exc}") from None
+    stop_on_sigterm()
     return True
 
 
@@ -100,7 +102,7 @@ class Workers:
     def __init__(self, spec: Spec) -> None:
         import ray
 
-        from workers import WorkerPool, make_actors
+        from workers import ResourceError, WorkerPool, actor_options, check_fits, make_actors, wait_ready
 
         self._started_ray = _start_ray(spec.workers.ray_address)
         self.pool: Any = None
@@ -110,11 +112,30 @@ class Workers:
             return make_actors(spec.evaluator_spec(), count, w.cpus_per_worker, w.gpus_per_worker, w.torch_threads)
 
         try:
+            try:
+                check_fits(w.count, actor_options(w.cpus_per_worker, w.gpus_per_worker))
+            except ResourceError as exc:
+                if self._started_ray:  # pressroom's own local Ray: nothing will add resources
+                    raise SearchError(f"workers.count {w.count} does not fit: {exc}") from None
+                logger.warning("%s; waiting up to workers.start_timeout_s for the cluster to scale up", exc)
             actors = start(w.count)
             try:
-                infos = ray.get([actor.info.remote() for actor in actors])
+                infos = wait_ready(actors, w.start_timeout_s)
+            except TimeoutError as exc:
+                raise SearchError(
+                    f"the workers did not start: {exc} (workers.start_timeout_s); the cluster lacks resources "
+                    "for them, or loading the model takes longer"
+                ) from None
             except ray.exceptions.RayError as exc:
                 raise SearchError(f"the workers could not start: {_cause(exc)}") from None
+            for info in infos:  # a worker's own log is not watched: say it here
+                for repair in info.get("repairs", []):
+                    logger.warning(
+                        "worker %s on %s repaired its compression database: %s",
+                        info["worker"],
+                        info["hostname"],
+                        repair,
+                    )
             self.space = space_from_info(spec, infos)
             self.pool = WorkerPool(
                 actors,
@@ -164,7 +185,7 @@ def run_search(
     """
     console = console or Console(stderr=True)
     url = spec.storage_url()
-    secret = url_password(url) or ""
+    secrets = url_secrets(url)
     try:
         storage = connect(url)
         exists = check_fingerprint(storage, spec.study_name, spec.fingerprint())
@@ -179,9 +200,11 @@ def run_search(
         if exists:
             lease = Lease.take(storage, spec.study_name)
         if spec.mlflow.enabled:  # before the workers load models: a wrong tracking URI fails fast
-            observers.append(MlflowTracker.start(spec))
+            MlflowTracker.check(spec)
         if workers is None:
             workers = own = Workers(spec)
+        if spec.mlflow.enabled:  # only once Ray and the storage answered: no orphan run
+            observers.append(MlflowTracker.start(spec))
         pool, space = workers.pool, workers.space
         attrs = {SPEC: spec.public_dict(), SPACE: record_space(space)}
         latency = None
@@ -230,7 +253,7 @@ def run_search(
     except LatencyError as exc:
         raise SearchError(str(exc)) from None
     except StorageError as exc:
-        raise SearchError(redact_text(str(exc), [secret])) from None
+        raise SearchError(redact_text(str(exc), secrets)) from None
     except TrackingError as exc:
         raise SearchError(str(exc)) from None
     finally:

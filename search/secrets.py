@@ -1,13 +1,31 @@
-"""Keep credentials out of output: expand `${VAR}` in URLs, and redact passwords."""
+"""Keep credentials out of output: expand `${VAR}` in URLs, and redact secrets.
+
+One place decides what is secret in a URL (storage, MLflow tracking URI, Ray address): the
+password of ``user:password@`` and the value of every query parameter whose name looks secret
+(``password``, ``sslpassword``, ``token``, ``secret``, ``api_key``, ...). `redact_url` hides
+both, `url_secrets` returns them (so free text that quotes one, such as a driver's error, can
+be cleaned by `redact_text`).
+"""
 
 from __future__ import annotations
 
 import os
 import re
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 REDACTED = "***"
+#: A query parameter name that holds a secret.
+SECRET_KEY = re.compile(r"(?i)pass|pwd|token|secret|key|credential|auth")
+# ``name=value`` (in a query string, or in text) whose name looks secret.
+_SECRET_PARAM = re.compile(r"(?i)(\b[\w.-]*(?:pass|pwd|token|secret|key|credential|auth)[\w.-]*=)[^&;#\s'\"]*")
+# ``scheme://user:password@``, up to the last ``@`` before the path (a password may hold ``@``).
+_USERINFO = re.compile(r"(://[^:/@\s]*:)[^/\s]*@")
+# ``:password@`` in a string that is not a well-formed URL (e.g. "postgresql:/u:pw@db").
+_LOOSE_USERINFO = re.compile(r":[^:@/\s]+@")
 
 
 def expand_env(value: str, *, key: str) -> str:
@@ -26,33 +44,61 @@ def expand_env(value: str, *, key: str) -> str:
     return ENV_REFERENCE.sub(lookup, value)
 
 
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (also in query strings such as ?password=)."""
+def url_secrets(url: str) -> list[str]:
+    """The secrets a URL holds: its password and its secret-looking query values (decoded).
+
+    Example:
+        >>> url_secrets("postgresql://u:pw@h/db?sslmode=require&sslpassword=k%2F1")
+        ['pw', 'k/1']
+    """
     try:
         parts = urlsplit(url)
+        password = parts.password or ""
     except ValueError:
-        return REDACTED
-    if parts.password is None and not re.search(r"(?i)(password|passwd|pwd|token|secret)=", parts.query):
+        parts, password = None, ""
+    # A password with a bare "@" is cut there by SQLAlchemy and drivers, which then quote the
+    # rest as the host: each piece is secret.
+    found = [password, *password.split("@"), unquote(password)]
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        query: list[tuple[str, str]] = parse_qsl(parts.query) if parts is not None else []
+    else:
+        found.append(parsed.password if isinstance(parsed.password, str) else "")
+        query = [
+            (k, v) for k, values in parsed.query.items() for v in ([values] if isinstance(values, str) else values)
+        ]
+    found += [value for key, value in query if SECRET_KEY.search(key)]
+    return list(dict.fromkeys(secret for secret in found if secret))
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password and secret query values replaced by ``***``.
+
+    A URL with nothing secret (or only ``***`` already) comes back unchanged; otherwise
+    SQLAlchemy renders it with the password hidden, and secret query values are masked.
+
+    Example:
+        >>> redact_url("postgresql+psycopg://u:pw@h:5432/db?password=x&application_name=a")
+        'postgresql+psycopg://u:***@h:5432/db?application_name=a&password=***'
+    """
+    if all(secret == REDACTED for secret in url_secrets(url)) and _mask(url) == url:
         return url
-    netloc = parts.netloc
-    if parts.password is not None:
-        user = parts.username or ""
-        host = netloc.rsplit("@", 1)[1]
-        netloc = f"{user}:{REDACTED}@{host}"
-    query = re.sub(r"(?i)((?:password|passwd|pwd|token|secret)=)[^&]*", rf"\g<1>{REDACTED}", parts.query)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        shown = url
+    return _mask(shown)
 
 
 def redact_text(text: str, secrets: list[str]) -> str:
-    """`text` with every occurrence of each secret (and any URL password) replaced."""
-    for secret in secrets:
+    """`text` with every occurrence of each secret, URL password and secret query value replaced."""
+    for secret in sorted(secrets, key=len, reverse=True):
         if secret:
             text = text.replace(secret, REDACTED)
-    return re.sub(r"(://[^:/@\s]*:)[^@\s]+@", rf"\g<1>{REDACTED}@", text)
+    return _mask(text)
 
 
-def url_password(url: str) -> str | None:
-    try:
-        return urlsplit(url).password
-    except ValueError:
-        return None
+def _mask(text: str) -> str:
+    text = _LOOSE_USERINFO.sub(f":{REDACTED}@", _USERINFO.sub(rf"\g<1>{REDACTED}@", text))
+    return _SECRET_PARAM.sub(rf"\g<1>{REDACTED}", text)

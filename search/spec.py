@@ -108,6 +108,8 @@ class WorkersSpec(_Strict):
     cpus_per_worker: float = Field(1.0, gt=0, le=1024)
     gpus_per_worker: float | Literal["auto"] = "auto"
     timeout_s: float = Field(1800.0, gt=0, le=7 * 24 * 3600)
+    # the longest wait for every worker to be placed and to load its model (and database)
+    start_timeout_s: float = Field(600.0, gt=0, le=7 * 24 * 3600)
     ray_address: str | None = None
     torch_threads: int | None = Field(None, ge=1, le=1024)
     # tasks sent to one worker at a time: 2 hides Ray's round trip (a few ms) behind the running

@@ -167,12 +167,8 @@ def format_errors(source: str, exc: ValidationError, section: Any, prefix: str =
     return lines
 
 
-# "user:password@" in a string that is not a well-formed URL (e.g. "postgresql:/u:pw@db").
-_USERINFO = re.compile(r":[^:@/\s]+@")
-
-
 def _short(value: Any) -> str:
     text = repr(value)
     if isinstance(value, str) and "@" in value:  # a URL, perhaps malformed: never echo its password
-        text = repr(_USERINFO.sub(":***@", redact_url(value)))
+        text = repr(redact_url(value))
     return text if len(text) <= 80 else text[:77] + "..."

@@ -24,7 +24,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import exc as sa_exc
 
-from .secrets import redact_text, url_password
+from .secrets import redact_text, redact_url, url_secrets
 
 logger = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial would drown the live view
@@ -56,14 +56,14 @@ def connect(url: str) -> RDBStorage:
         StorageError: a malformed URL, an unknown driver, an unreachable server or refused
             credentials; the message names the redacted URL and the server's reason.
     """
-    secret = url_password(url)
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("postgresql"):
         kwargs["connect_args"] = {"connect_timeout": 10}
     try:
         return RDBStorage(url, engine_kwargs=kwargs)
     except (sa_exc.SQLAlchemyError, ValueError, ImportError) as exc:
-        raise StorageError(redact_text(f"cannot use storage {url}: {reason(exc)}", [secret or ""])) from None
+        why = redact_text(reason(exc), url_secrets(url))
+        raise StorageError(f"cannot use storage {redact_url(url)}: {why}") from None
 
 
 def check_fingerprint(storage: RDBStorage, name: str, fingerprint: str) -> bool:

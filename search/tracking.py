@@ -30,7 +30,8 @@ from spaces import Profile, Space
 
 from .algorithms.base import Algorithm, Candidate, Result
 from .background import Background
-from .secrets import redact_text, redact_url, url_password
+from .probe import TIMEOUT_S, http_listening
+from .secrets import redact_text, redact_url, url_secrets
 from .spec import Spec
 
 logger = logging.getLogger(__name__)
@@ -81,10 +82,10 @@ def run_tags(spec: Spec) -> dict[str, str]:
     }
 
 
-def error_reason(exc: BaseException, secret: str | None) -> str:
-    """The first line of an MLflow error, with the tracking URI's password (and any other) redacted."""
+def error_reason(exc: BaseException, secrets: list[str]) -> str:
+    """The first line of an MLflow error, with the tracking URI's `secrets` (and any URL password) redacted."""
     text = str(exc).strip()
-    return redact_text(text.splitlines()[0] if text else type(exc).__name__, [secret or ""])
+    return redact_text(text.splitlines()[0] if text else type(exc).__name__, secrets)
 
 
 def experiment_id(client: Any, name: str) -> str:
@@ -116,13 +117,28 @@ class MlflowTracker:
     Build it with `start`, which creates (or resumes) the run.
     """
 
-    def __init__(self, client: Any, run_id: str, logged: int, secret: str | None) -> None:
+    def __init__(self, client: Any, run_id: str, logged: int, secrets: list[str]) -> None:
         self.client = client
         self.run_id = run_id
-        self._secrets = [secret or ""]
+        self._secrets = secrets
         self._logged = logged
         self._ended = False
         self._worker = Background("pressroom-mlflow", self._secrets)
+
+    @staticmethod
+    def check(spec: Spec) -> None:
+        """Check within seconds that the spec's tracking server answers (MLflow's own client
+        retries for minutes); creates nothing.
+
+        Raises:
+            TrackingError: nothing answers at the tracking URI.
+        """
+        uri = spec.tracking_uri()
+        if uri and not http_listening(uri):
+            raise TrackingError(
+                f"cannot log the search to MLflow at {redact_url(uri)}: nothing answers there within "
+                f"{TIMEOUT_S:g} s (is the tracking server up?); set mlflow.enabled: false to search without tracking"
+            )
 
     @classmethod
     def start(cls, spec: Spec) -> MlflowTracker:
@@ -135,9 +151,10 @@ class MlflowTracker:
         from mlflow.entities import Param
         from mlflow.exceptions import MlflowException
 
+        cls.check(spec)
         uri = spec.tracking_uri()
         shown = redact_url(uri) if uri else "MLflow's default store"
-        secret = url_password(uri or "")
+        secrets = url_secrets(uri or "")
         tags = run_tags(spec)
         try:
             client = MlflowClient(tracking_uri=uri)
@@ -153,7 +170,7 @@ class MlflowTracker:
                 run = earlier[0]
                 client.update_run(run.info.run_id, status="RUNNING")
                 logger.info("resuming MLflow run %s of study %s", run.info.run_id, spec.study_name)
-                return cls(client, run.info.run_id, int(run.data.tags.get(TAG_LOGGED, 0)), secret)
+                return cls(client, run.info.run_id, int(run.data.tags.get(TAG_LOGGED, 0)), secrets)
             run = client.create_run(experiment, tags=tags, run_name=spec.study_name)
             params = [Param(k, v) for k, v in flat_params(spec.public_dict()).items()]
             for i in range(0, len(params), _BATCH):
@@ -161,11 +178,11 @@ class MlflowTracker:
             client.set_tag(run.info.run_id, TAG_LOGGED, "0")
         except (MlflowException, OSError) as exc:
             raise TrackingError(
-                f"cannot log the search to MLflow at {shown}: {error_reason(exc, secret)}; "
+                f"cannot log the search to MLflow at {shown}: {error_reason(exc, secrets)}; "
                 "set mlflow.enabled: false to search without tracking"
             ) from None
         logger.info("MLflow run %s records study %s", run.info.run_id, spec.study_name)
-        return cls(client, run.info.run_id, 0, secret)
+        return cls(client, run.info.run_id, 0, secrets)
 
     # --- the listener ------------------------------------------------------------------------------
 

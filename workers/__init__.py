@@ -10,7 +10,17 @@ Example:
     >>> pool = WorkerPool(make_actors(spec, 2, num_cpus=1.0), distance=switch_distance)  # doctest: +SKIP
 """
 
-from .actor import EvaluatorActor, actor_options, gpus_per_actor, make_actors, resolve_device, threads_for
+from .actor import (
+    EvaluatorActor,
+    ResourceError,
+    actor_options,
+    check_fits,
+    gpus_per_actor,
+    make_actors,
+    resolve_device,
+    threads_for,
+    wait_ready,
+)
 from .latency import LatencyReport, LatencyTable, build_table, measure_latency, profile_latency
 from .pool import Outcome, WorkerPool
 from .runner import JOBS, EvaluatorRunner, switch_distance, task_payload
@@ -22,9 +32,11 @@ __all__ = [
     "LatencyReport",
     "LatencyTable",
     "Outcome",
+    "ResourceError",
     "WorkerPool",
     "actor_options",
     "build_table",
+    "check_fits",
     "gpus_per_actor",
     "make_actors",
     "measure_latency",
@@ -33,4 +45,5 @@ __all__ = [
     "switch_distance",
     "task_payload",
     "threads_for",
+    "wait_ready",
 ]

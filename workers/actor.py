@@ -152,8 +152,70 @@ class EvaluatorActor:
         return self._runner.run(payload)
 
     def info(self) -> dict[str, Any]:
-        """`EvaluatorRunner.info` plus the Ray node id and the assigned GPU ids."""
-        return {**self._runner.info(), "node_id": self._node_id, "gpu_ids": self._gpu_ids}
+        """`EvaluatorRunner.info` plus the Ray node id, the assigned GPU ids, and ``repairs``: what
+        this actor found broken in the compression database and rebuilt (for the driver to show)."""
+        repairs = list(self._runner.evaluator.db.repairs)
+        return {**self._runner.info(), "node_id": self._node_id, "gpu_ids": self._gpu_ids, "repairs": repairs}
+
+
+class ResourceError(ValueError):
+    """The actors asked for do not fit the cluster's resources; the message says how many fit."""
+
+
+def check_fits(count: int, options: Mapping[str, Any], *, available: Mapping[str, float] | None = None) -> None:
+    """Check that `count` actors with `options` fit the resources the cluster has free now.
+
+    Args:
+        count: how many actors.
+        options: from `actor_options` (its ``num_cpus`` and ``num_gpus`` are counted).
+        available: free resources; None asks the running Ray (`ray.available_resources()`).
+
+    Raises:
+        ResourceError: one line naming what is needed, what is free, and how many actors fit.
+
+    Example:
+        >>> check_fits(8, {"num_cpus": 1.0, "num_gpus": 0.0}, available={"CPU": 2.0})
+        Traceback (most recent call last):
+        ...
+        workers.actor.ResourceError: 8 actors x 1 CPU need 8 CPU, but the cluster has 2 CPU free: 2 actors fit
+    """
+    free = ray.available_resources() if available is None else available  # type: ignore[no-untyped-call]
+    short = []
+    fit = count
+    for resource, key in (("CPU", "num_cpus"), ("GPU", "num_gpus")):
+        each = float(options.get(key) or 0.0)
+        have = float(free.get(resource, 0.0))
+        if each > 0 and count * each > have + 1e-9:
+            short.append(f"{count} actors x {each:g} {resource} need {count * each:g} {resource}, "
+                         f"but the cluster has {have:g} {resource} free")  # fmt: skip
+            fit = min(fit, int(have / each + 1e-9))
+    if short:
+        raise ResourceError(f"{'; '.join(short)}: {fit} actor{'' if fit == 1 else 's'} fit")
+
+
+def wait_ready(actors: Sequence[ActorHandle[Any]], timeout_s: float) -> list[dict[str, Any]]:
+    """Every actor's `info` once all are placed and built; on a timeout or a failed start, every
+    one of them is killed (a pending actor would otherwise hold its place in Ray's queue).
+
+    Raises:
+        TimeoutError: not all were ready within `timeout_s` (the message says how many were).
+        ray.exceptions.RayError: an actor failed to start.
+    """
+    refs: list[Any] = [actor.info.remote() for actor in actors]
+    try:
+        return list(ray.get(refs, timeout=timeout_s))
+    except ray.exceptions.GetTimeoutError:
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        _kill(actors)
+        raise TimeoutError(f"{len(ready)} of {len(actors)} evaluator actors were ready after {timeout_s:g} s") from None
+    except ray.exceptions.RayError:
+        _kill(actors)
+        raise
+
+
+def _kill(actors: Sequence[ActorHandle[Any]]) -> None:
+    for actor in actors:
+        ray.kill(actor)
 
 
 def make_actors(

@@ -94,6 +94,10 @@ def test_a_corrupted_or_foreign_file_is_detected_and_rebuilt(tmp_path, monkeypat
         rebuilt = Evaluator(_spec(cache))
     assert len(calls) == 3
     assert sum("corrupt" in r.message for r in caplog.records) == 3
+    assert sorted(rebuilt.db.repairs) == sorted(
+        f"database file {path} is missing or corrupt: rebuilding it" for path in (corrupt, foreign, truncated)
+    )
+    assert Evaluator(_spec(cache)).db.repairs == []
     again = rebuilt.db.weight(names[0], rebuilt.space.layer_choices()[names[0]][0])
     assert (again == good).all()
 
@@ -109,9 +113,10 @@ def test_a_manifest_of_another_database_is_not_used(tmp_path, monkeypatch, caplo
     manifest.write_text(json.dumps(data))
     calls = _count_compress(monkeypatch)
     with caplog.at_level("WARNING"):
-        Evaluator(_spec(cache))
+        rebuilt = Evaluator(_spec(cache))
     assert len(calls) == len(evaluator.inventory)
     assert any("another database" in r.message for r in caplog.records)
+    assert rebuilt.db.repairs == [f"the manifest {manifest} belongs to another database: rebuilding it"]
 
 
 def test_nested_compressors_store_one_ranking_per_layer(tmp_path):

@@ -98,6 +98,12 @@ def test_an_unknown_ray_address_writes_nothing(write_spec, run_cli, postgres_url
     assert _studies(postgres_url) == before
 
 
+def test_more_workers_than_the_local_ray_holds_is_one_line_saying_what_fits(write_spec, run_cli, tmp_path):
+    result = run_cli("search", str(write_spec()), "--storage", f"sqlite:///{tmp_path}/s.db", "--workers", "1000")
+    line = _one_error(result)
+    assert "workers.count 1000 does not fit: 1000 actors x 0.5 CPU need 500 CPU" in line and "actors fit" in line
+
+
 def test_a_study_of_a_different_spec_is_refused(write_spec, run_cli, postgres_url, ray_head):
     common = ["--storage", postgres_url, "--ray-address", ray_head.address, "--study", "one-spec-only"]
     first = run_cli("search", str(write_spec("a.yaml")), *common)

@@ -182,17 +182,31 @@ def test_register_creates_version_1_that_gives_the_outputs_of_apply(
         assert torch.equal(registered(input_ids=ids).logits, local(input_ids=ids).logits)
 
 
+@pytest.mark.timeout(60)  # MLflow's client alone retries for about 4.5 minutes
 def test_an_unreachable_tracking_server_fails_fast_without_showing_credentials(cache_dir, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # it would override the spec's
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     uri = f"http://user:{SECRET}@127.0.0.1:{free_port()}"
     spec = load_spec_text(yaml.safe_dump(tiny_search(cache_dir, mlflow={"enabled": True, "tracking_uri": uri})))
     with pytest.raises(TrackingError) as caught:
         MlflowTracker.start(spec)
     message = str(caught.value)
     assert "cannot log the search to MLflow at http://user:***@127.0.0.1" in message
+    assert "nothing answers there" in message
     assert "mlflow.enabled: false" in message and SECRET not in message
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_an_unreachable_ray_address_opens_no_mlflow_run(mlflow_server, postgres_url, write_spec, run_cli):
+    experiment = "pressroom-no-orphans"
+    spec = write_spec(mlflow={"enabled": True, "tracking_uri": mlflow_server, "experiment": experiment})
+    result = run_cli(
+        "search", str(spec), "--storage", postgres_url, "--ray-address", f"127.0.0.1:{free_port()}",
+        env={"MLFLOW_TRACKING_URI": mlflow_server},  # the environment overrides the spec
+    )  # fmt: skip
+    assert result.returncode == 2 and "cannot connect to Ray" in result.stderr, result.stderr
+    found = _client(mlflow_server).get_experiment_by_name(experiment)
+    assert found is None or not _client(mlflow_server).search_runs([found.experiment_id])
 
 
 def test_register_of_an_unknown_study_is_one_clear_error(run_cli, tmp_path):

@@ -10,14 +10,17 @@ import ray
 
 from spaces import Fidelity
 from workers import (
+    ResourceError,
     WorkerPool,
     actor_options,
+    check_fits,
     gpus_per_actor,
     make_actors,
     resolve_device,
     switch_distance,
     task_payload,
     threads_for,
+    wait_ready,
 )
 
 TINY = {"model": {"name": "pressroom:tiny-llama"}, "compression": {"target": 0.5, "compressor": "magnitude"}}
@@ -49,6 +52,27 @@ def test_device_and_threads_follow_the_assigned_resources():
     with pytest.raises(ValueError, match="device must be one of"):
         resolve_device("tpu", [])
     assert (threads_for(0.5), threads_for(1.0), threads_for(3.7)) == (1, 1, 3)
+
+
+def test_check_fits_says_how_many_actors_fit():
+    check_fits(4, {"num_cpus": 0.5, "num_gpus": 0.0}, available={"CPU": 2.0})
+    with pytest.raises(ResourceError) as caught:
+        check_fits(8, {"num_cpus": 1.0, "num_gpus": 0.0}, available={"CPU": 2.0, "memory": 1e9})
+    assert str(caught.value) == "8 actors x 1 CPU need 8 CPU, but the cluster has 2 CPU free: 2 actors fit"
+    with pytest.raises(ResourceError, match="need 4 GPU, but the cluster has 0 GPU free: 0 actors fit"):
+        check_fits(4, {"num_cpus": 1.0, "num_gpus": 1.0}, available={"CPU": 64.0})
+
+
+@pytest.mark.ray
+def test_actors_that_cannot_be_placed_time_out_and_are_killed(ray_session, evaluator):
+    options = actor_options(4.0)  # the session's cluster has 2 CPUs
+    with pytest.raises(ResourceError, match="0 actors fit"):
+        check_fits(1, options)
+    actors = make_actors(evaluator.spec, 1, num_cpus=4.0)
+    with pytest.raises(TimeoutError, match="0 of 1 evaluator actors were ready after 2 s"):
+        wait_ready(actors, timeout_s=2)
+    with pytest.raises(ray.exceptions.RayActorError):  # killed, not left pending in Ray's queue
+        ray.get(actors[0].info.remote(), timeout=60)
 
 
 @pytest.mark.ray
