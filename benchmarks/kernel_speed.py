@@ -13,7 +13,7 @@ both sides; the figures are ratios of medians within one run:
    everywhere, each layer on the backend the per-layer table says is fastest (dense where
    nothing pays), against dense; with the table's additive estimate and its error.
 
-    .venv/bin/python benchmarks/kernels.py [--forms] [--repeats 15] [--threads N] [--compile]
+    .venv/bin/python benchmarks/kernel_speed.py [--forms] [--repeats 15] [--threads N] [--compile]
 """
 
 from __future__ import annotations
