@@ -7,7 +7,10 @@ order the algorithm asks them, and on with each next candidate chosen as the wor
 must be equal across the three runs; the table shows the share of block passes computed and the
 seconds per generation.
 
-    .venv/bin/python benchmarks/prefix.py [--model pressroom:minilm] [--generations 5]
+    .venv/bin/python benchmarks/prefix.py [--model pressroom:minilm] [--generations 5] [--smoke]
+
+`--smoke` is the smallest setting (one generation, 4,096 calibration tokens), for CI: same path,
+same table.
 """
 
 from __future__ import annotations
@@ -56,13 +59,16 @@ def main() -> None:
     parser.add_argument("--model", default="pressroom:minilm")
     parser.add_argument("--generations", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--smoke", action="store_true", help="smallest setting (overrides the sizes), for CI")
     args = parser.parse_args()
+    if args.smoke:
+        args.generations = 1
     torch.set_num_threads(args.threads)
     seq_len = 128 if "minilm" in args.model or "bert" in args.model else 64
     sections = {
         "model": {"name": args.model},
         "compression": {"target": 0.6, "compressor": "wanda", "levels": {"max_levels": 4}},
-        "data": {"seq_len": seq_len, "calibration_tokens": 32768, "heldout_tokens": 1024, "stats_tokens": 2048},
+        "data": {"seq_len": seq_len, "calibration_tokens": 4096 if args.smoke else 32768, "heldout_tokens": 1024, "stats_tokens": 2048},
     }
     runs = {}
     for label, cache_mb, routed in (("off", 0, False), ("on, ask order", 1024, False), ("on, routed", 1024, True)):
