@@ -13,7 +13,8 @@ included: what the coordinator, the storage and Ray add. Each row is the median 
 runs by overhead. Speedup = throughput with N workers over throughput with 1. Driver CPU = CPU
 time of this process (coordinator, trial writer, Ray driver) per evaluation.
 
-    .venv/bin/python benchmarks/coordinator.py [--eval-ms 50] [--workers 1 2 4 8] [--in-flight 2] [--repeats 3] [--smoke]
+    .venv/bin/python benchmarks/coordinator.py [--eval-ms 50] [--workers 1 2 4 8] [--in-flight 2] [--repeats 3]
+        [--smoke]
 
 `--smoke` is the smallest setting (5 ms evaluations, 1 and 2 workers, 10 evaluations per worker,
 one run per row), for CI: same path, same table.

@@ -139,7 +139,12 @@ def minilm(spec_overrides: dict, sequences: int, seed: int = 0) -> Evaluator:
         {
             "model": {"name": "pressroom:minilm"},
             "compression": spec_overrides,
-            "data": {"seq_len": SEQ_LEN, "calibration_tokens": 8 * sequences * SEQ_LEN, "heldout_tokens": 2048, "stats_tokens": 2048},
+            "data": {
+                "seq_len": SEQ_LEN,
+                "calibration_tokens": 8 * sequences * SEQ_LEN,
+                "heldout_tokens": 2048,
+                "stats_tokens": 2048,
+            },
             "seed": seed,
         }
     )
