@@ -14,6 +14,10 @@ runs by overhead. Speedup = throughput with N workers over throughput with 1. Dr
 time of this process (coordinator, trial writer, Ray driver) per evaluation.
 
     .venv/bin/python benchmarks/coordinator.py [--eval-ms 50] [--workers 1 2 4 8] [--in-flight 2] [--repeats 3]
+        [--smoke]
+
+`--smoke` is the smallest setting (5 ms evaluations, 1 and 2 workers, 10 evaluations per worker,
+one run per row), for CI: same path, same table.
 """
 
 from __future__ import annotations
@@ -131,7 +135,10 @@ def main() -> None:
     parser.add_argument("--per-worker", type=int, default=200, help="evaluations per worker and run")
     parser.add_argument("--in-flight", type=int, default=1, help="tasks sent to one actor at a time")
     parser.add_argument("--repeats", type=int, default=3, help="runs per row; the row shows the median run")
+    parser.add_argument("--smoke", action="store_true", help="smallest setting (overrides the sizes), for CI")
     args = parser.parse_args()
+    if args.smoke:
+        args.eval_ms, args.workers, args.per_worker, args.repeats = 5.0, [1, 2], 10, 1
     seconds = args.eval_ms / 1e3
     space = llama_like_space(args.layers)
     database = f"pressroom_bench_{uuid.uuid4().hex[:8]}"

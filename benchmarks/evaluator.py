@@ -6,7 +6,9 @@ pattern (a parent and children one to three level switches away), so the switchi
 what a real search pays. Timings are interleaved (dense, evaluation, dense, ...) and the ratio
 of medians is reported, so machine drift affects both sides alike.
 
-    .venv/bin/python benchmarks/evaluator.py [--model pressroom:minilm] [--tokens 2048] [--repeats 15]
+    .venv/bin/python benchmarks/evaluator.py [--model pressroom:minilm] [--tokens 2048] [--repeats 15] [--smoke]
+
+`--smoke` is the smallest setting (256 tokens, 2 timed repeats), for CI: same path, same table.
 """
 
 from __future__ import annotations
@@ -48,7 +50,10 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--smoke", action="store_true", help="smallest setting (overrides the sizes), for CI")
     args = parser.parse_args()
+    if args.smoke:
+        args.tokens, args.repeats = 256, 2
     torch.set_num_threads(args.threads)
     seq_len = 128 if "minilm" in args.model or "bert" in args.model else 64
     spec = EvaluatorSpec.model_validate(

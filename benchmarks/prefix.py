@@ -7,7 +7,10 @@ order the algorithm asks them, and on with each next candidate chosen as the wor
 must be equal across the three runs; the table shows the share of block passes computed and the
 seconds per generation.
 
-    .venv/bin/python benchmarks/prefix.py [--model pressroom:minilm] [--generations 5]
+    .venv/bin/python benchmarks/prefix.py [--model pressroom:minilm] [--generations 5] [--smoke]
+
+`--smoke` is the smallest setting (one generation of 8 offspring on 256 tokens, the best 2 and
+the parent on 512; 4,096 calibration tokens), for CI: same path, same table.
 """
 
 from __future__ import annotations
@@ -27,10 +30,9 @@ from search.algorithms.base import Result
 from workers.routing import PrefixDistance
 
 
-def generations(evaluator: Evaluator, count: int, routed: bool) -> tuple[dict[int, float], float, float]:
+def generations(evaluator: Evaluator, config: EvoPressConfig, routed: bool) -> tuple[dict[int, float], float, float]:
     """Fitness per candidate id, seconds per generation, and the share of block passes run."""
     space = evaluator.space
-    config = EvoPressConfig(generations=count, offspring=16, stages=((4, 512), (1, 2048)))
     algorithm = EvoPress(space, config, seed=0)
     distance = PrefixDistance([unit.block for unit in space.units])
     held = space.to_array(space.uniform())
@@ -48,7 +50,7 @@ def generations(evaluator: Evaluator, count: int, routed: bool) -> tuple[dict[in
             reused.append(outcome.reused)
             results.append(Result(pick.id, outcome.fitness, tokens=outcome.tokens, seconds=outcome.seconds))
         algorithm.tell(results)
-    return values, (time.perf_counter() - start) / count, 1.0 - float(np.mean(reused))
+    return values, (time.perf_counter() - start) / config.generations, 1.0 - float(np.mean(reused))
 
 
 def main() -> None:
@@ -56,21 +58,35 @@ def main() -> None:
     parser.add_argument("--model", default="pressroom:minilm")
     parser.add_argument("--generations", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--smoke", action="store_true", help="smallest setting (overrides the sizes), for CI")
     args = parser.parse_args()
+    if args.smoke:
+        config = EvoPressConfig(generations=1, offspring=8, stages=((2, 256), (1, 512)))
+    else:
+        config = EvoPressConfig(generations=args.generations, offspring=16, stages=((4, 512), (1, 2048)))
     torch.set_num_threads(args.threads)
     seq_len = 128 if "minilm" in args.model or "bert" in args.model else 64
     sections = {
         "model": {"name": args.model},
         "compression": {"target": 0.6, "compressor": "wanda", "levels": {"max_levels": 4}},
-        "data": {"seq_len": seq_len, "calibration_tokens": 32768, "heldout_tokens": 1024, "stats_tokens": 2048},
+        "data": {
+            "seq_len": seq_len,
+            "calibration_tokens": 4096 if args.smoke else 32768,
+            "heldout_tokens": 1024,
+            "stats_tokens": 2048,
+        },
     }
     runs = {}
     for label, cache_mb, routed in (("off", 0, False), ("on, ask order", 1024, False), ("on, routed", 1024, True)):
         data = {**sections["data"], "prefix_cache_mb": cache_mb}
         evaluator = Evaluator(EvaluatorSpec.model_validate({**sections, "data": data}))
-        runs[label] = generations(evaluator, args.generations, routed)
+        runs[label] = generations(evaluator, config, routed)
     reference = runs["off"][0]
-    print(f"{args.model}: {args.generations} EvoPress generations (16 offspring @ 512 -> 4 + parent @ 2,048 tokens)")
+    (keep, first), (_, last) = config.stages
+    print(
+        f"{args.model}: {config.generations} EvoPress generation(s) ({config.offspring} offspring @ {first:,} -> "
+        f"{keep} + parent @ {last:,} tokens)"
+    )
     print(f"{'prefix reuse':<16} {'s / generation':>15} {'blocks run':>11} {'same fitness':>13}")
     for label, (values, seconds, share) in runs.items():
         same = values.keys() == reference.keys() and all(

@@ -6,6 +6,11 @@ then `pressroom compare` runs the methods on it at one token budget, and the tab
 held-out KL to the dense model and held-out perplexity.
 
     .venv/bin/python benchmarks/quality_causal.py [--train-seconds 180] [--target 0.6] [--budget 200000] [--seeds 2]
+        [--smoke]
+
+`--smoke` is the smallest setting, for CI: 5 s of training, one seed, a one-generation schedule
+on 256 and 512 tokens (8 offspring), 4,096 tokens per method, smaller data splits; the same
+methods, the same table.
 """
 
 from __future__ import annotations
@@ -26,6 +31,10 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "benchmarks" / ".cache"
+DATA = {"seq_len": 128, "calibration_tokens": 65536, "heldout_tokens": 8192, "stats_tokens": 8192}
+SCHEDULE = {"generations": 40, "offspring": 16, "stages": [[4, 1024], [1, 4096]]}
+SMOKE_DATA = {"seq_len": 128, "calibration_tokens": 4096, "heldout_tokens": 1024, "stats_tokens": 1024}
+SMOKE_SCHEDULE = {"generations": 1, "offspring": 8, "stages": [[2, 256], [1, 512]]}
 
 
 def train(folder: Path, seconds: float, seed: int = 0) -> dict[str, float]:
@@ -74,7 +83,10 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=200_000)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--methods", default="evopress,random,random-sh,uniform,owl,dp")
+    parser.add_argument("--smoke", action="store_true", help="smallest setting (overrides the sizes), for CI")
     args = parser.parse_args()
+    if args.smoke:
+        args.train_seconds, args.budget, args.seeds = 5, 4096, 1
     CACHE.mkdir(parents=True, exist_ok=True)
     folder = CACHE / f"tiny-lm-{int(args.train_seconds)}s"
     if not (folder / "config.json").exists():
@@ -85,9 +97,8 @@ def main() -> None:
         "task": "causal-lm",
         "compression": {"scheme": "sparsity", "target": args.target, "compressor": "sparsegpt",
                         "levels": {"max_levels": 4}},
-        "data": {"seq_len": 128, "calibration_tokens": 65536, "heldout_tokens": 8192, "stats_tokens": 8192},
-        "algorithm": {"name": "evopress", "params": {"generations": 40, "offspring": 16,
-                                                      "stages": [[4, 1024], [1, 4096]]}},
+        "data": SMOKE_DATA if args.smoke else DATA,
+        "algorithm": {"name": "evopress", "params": SMOKE_SCHEDULE if args.smoke else SCHEDULE},
         "workers": {"count": 2, "cpus_per_worker": 1, "torch_threads": 1},
         "mlflow": {"enabled": False},
         "cache_dir": str(CACHE),

@@ -4,7 +4,9 @@ Creates trials both ways through Optuna's storage API on PostgreSQL and SQLite a
 time per trial, and the time to read all trials back (what `pressroom status`, `best` and the
 dashboard pay).
 
-    .venv/bin/python benchmarks/storage.py [--trials 20] [--layers 224]
+    .venv/bin/python benchmarks/storage.py [--trials 20] [--layers 224] [--smoke]
+
+`--smoke` is the smallest setting (2 trials each way), for CI: same path, same table.
 """
 
 from __future__ import annotations
@@ -57,7 +59,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--layers", type=int, default=224)
+    parser.add_argument("--smoke", action="store_true", help="smallest setting (overrides the sizes), for CI")
     args = parser.parse_args()
+    if args.smoke:
+        args.trials = 2
     database = f"pressroom_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{database}"')

@@ -6,14 +6,17 @@ both sides; the figures are ratios of medians within one run:
 1. `--forms`: the ways to call a CSR/BSR matmul (which operand first, where the bias goes,
    BSR block sizes), to pick the form `SparseLinear` uses.
 2. Per layer: MiniLM's weight shapes (384x384, 1536x384, 384x1536) on a batch of 16 x 128
-   tokens, every backend available here, at 50/70/90 % unstructured sparsity and int8:
+   tokens (`--sequences`), every backend available here, at 50/70/90 % unstructured sparsity and int8:
    speedup over the dense layer (> 1 = faster).
 3. End to end: all-MiniLM-L6-v2 (`pressroom:minilm`) with representative non-uniform 60 % and
    70 % profiles (a seeded uniform sample of the exact-budget space, Wanda masks) and with int8
    everywhere, each layer on the backend the per-layer table says is fastest (dense where
    nothing pays), against dense; with the table's additive estimate and its error.
 
-    .venv/bin/python benchmarks/kernels.py [--forms] [--repeats 15] [--threads N] [--compile]
+    .venv/bin/python benchmarks/kernel_speed.py [--forms] [--repeats 15] [--threads N] [--compile] [--smoke]
+
+`--smoke` is the smallest setting (batches of 2 x 128 tokens, 2 timed rounds), for CI: every
+part still runs and prints its table.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from workers.latency import build_table, profile_latency, time_interleaved
 
 SHAPES = [(384, 384), (1536, 384), (384, 1536)]
 SPARSITIES = (0.5, 0.7, 0.9)
-SEQUENCES, SEQ_LEN = 16, 128
+SEQ_LEN = 128
 
 
 def machine() -> str:
@@ -80,9 +83,9 @@ def form_calls(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> dic
     return calls
 
 
-def forms(repeats: int) -> None:
+def forms(repeats: int, sequences: int) -> None:
     """Time the candidate call forms of a sparse linear layer against dense."""
-    rows = SEQUENCES * SEQ_LEN
+    rows = sequences * SEQ_LEN
     print(f"\n## Sparse matmul call forms (rows {rows}, speedup over dense F.linear; > 1 = faster)\n")
     print(f"| shape | sparsity | {' | '.join(FORMS)} |")
     print("|---|---|" + "---|" * len(FORMS))
@@ -103,11 +106,11 @@ def forms(repeats: int) -> None:
             print(f"| {shape[0]}x{shape[1]} | {sparsity:.0%} | {cells} |")
 
 
-def per_layer(repeats: int) -> None:
-    rows = SEQUENCES * SEQ_LEN
+def per_layer(repeats: int, sequences: int) -> None:
+    rows = sequences * SEQ_LEN
     names = [n for n in available_backends("cpu") if n != "dense"]
     table = build_table(SHAPES, backends=names, sparsities=SPARSITIES, rows=rows, repeats=repeats)
-    print(f"\n## Per layer: speedup over the dense layer ({rows} rows = {SEQUENCES} x {SEQ_LEN} tokens)\n")
+    print(f"\n## Per layer: speedup over the dense layer ({rows} rows = {sequences} x {SEQ_LEN} tokens)\n")
     columns = [(n, s) for n in names for s in (SPARSITIES if get_backend(n).sparse else (None,))]
     header = [n if s is None else f"{n} {s:.0%}" for n, s in columns]
     print(f"| shape | dense ms | {' | '.join(header)} |")
@@ -130,21 +133,27 @@ def per_layer(repeats: int) -> None:
     print(f"\n(not on this machine: {', '.join(unavailable)}; see benchmarks/gpu_check.py)")
 
 
-def minilm(spec_overrides: dict, seed: int = 0) -> Evaluator:
+def minilm(spec_overrides: dict, sequences: int, seed: int = 0) -> Evaluator:
+    """MiniLM with `spec_overrides` as its compression, calibrated on 8 batches of `sequences`."""
     spec = EvaluatorSpec.model_validate(
         {
             "model": {"name": "pressroom:minilm"},
             "compression": spec_overrides,
-            "data": {"seq_len": SEQ_LEN, "calibration_tokens": 16384, "heldout_tokens": 2048, "stats_tokens": 2048},
+            "data": {
+                "seq_len": SEQ_LEN,
+                "calibration_tokens": 8 * sequences * SEQ_LEN,
+                "heldout_tokens": 2048,
+                "stats_tokens": 2048,
+            },
             "seed": seed,
         }
     )
     return Evaluator(spec)
 
 
-def end_to_end(repeats: int, compile_model: bool) -> None:
-    fidelity = Fidelity(SEQUENCES * SEQ_LEN)
-    print(f"\n## End to end: all-MiniLM-L6-v2, {SEQUENCES} x {SEQ_LEN} tokens per forward\n")
+def end_to_end(repeats: int, sequences: int, compile_model: bool) -> None:
+    fidelity = Fidelity(sequences * SEQ_LEN)
+    print(f"\n## End to end: all-MiniLM-L6-v2, {sequences} x {SEQ_LEN} tokens per forward\n")
     print(
         "| profile | dense ms | compressed ms | speedup (IQR of paired ratios) | layers swapped | estimate ms | error |"
     )
@@ -159,7 +168,7 @@ def end_to_end(repeats: int, compile_model: bool) -> None:
         ("int8 everywhere", int8, "uniform"),
     ]
     for label, compression, kind in cases:
-        evaluator = minilm(compression)
+        evaluator = minilm(compression, sequences)
         if table is None:
             shapes = sorted({tuple(m.weight.shape) for m in evaluator.inventory.modules.values()})
             rows = evaluator.data.batch(fidelity).input_ids.numel()
@@ -175,7 +184,7 @@ def end_to_end(repeats: int, compile_model: bool) -> None:
             f"{report.estimate_error:+.0%} |"
         )
     if compile_model:
-        compiled_stitched(minilm(cases[0][1]), fidelity, repeats)
+        compiled_stitched(minilm(cases[0][1], sequences), fidelity, repeats)
 
 
 def compiled_stitched(evaluator: Evaluator, fidelity: Fidelity, repeats: int) -> None:
@@ -215,14 +224,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--skip-layers", action="store_true", help="only the end-to-end part")
+    parser.add_argument("--sequences", type=int, default=16, help=f"sequences of {SEQ_LEN} tokens per batch")
+    parser.add_argument("--smoke", action="store_true", help="smallest setting (overrides the sizes), for CI")
     args = parser.parse_args()
+    if args.smoke:
+        args.repeats, args.sequences = 2, 2
     torch.set_num_threads(args.threads)
     print(f"machine: {machine()}")
     if args.forms:
-        forms(args.repeats)
+        forms(args.repeats, args.sequences)
     if not args.skip_layers:
-        per_layer(args.repeats)
-    end_to_end(args.repeats, args.compile)
+        per_layer(args.repeats, args.sequences)
+    end_to_end(args.repeats, args.sequences, args.compile)
 
 
 if __name__ == "__main__":
