@@ -42,6 +42,13 @@ FLAG_EXPECTED = {
     ("kernel_speed", "--forms"): r"## Sparse matmul call forms[\s\S]*?\n\| 384x384 \| 50% \| \d",
     ("kernel_speed", "--compile"): r"torch\.compile of the stitched model: compiled",
 }
+#: The services each script uses (for `-m` selection).
+SERVICES = {
+    "storage": [pytest.mark.postgres],
+    "coordinator": [pytest.mark.postgres, pytest.mark.ray],
+    "quality_minilm": [pytest.mark.ray],
+    "quality_causal": [pytest.mark.ray],
+}
 FORBIDDEN = {"prefix": r"\bNO\b", "quality_minilm": r'"heldout_mean": null', "quality_causal": r'"heldout_mean": null'}
 
 
@@ -91,9 +98,10 @@ def test_no_benchmark_shadows_an_importable_module(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.postgres
-@pytest.mark.ray
-@pytest.mark.parametrize(("name", "args"), COMMANDS, ids=[" ".join([n, *a]) for n, a in COMMANDS])
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [pytest.param(n, a, marks=SERVICES.get(n, []), id=" ".join([n, *a])) for n, a in COMMANDS],
+)
 def test_documented_command_runs_at_smoke_size(name: str, args: list[str]) -> None:
     command = [sys.executable, f"benchmarks/{name}.py", *args, "--smoke"]
     done = subprocess.run(
