@@ -46,20 +46,20 @@ def test_a_rejected_write_stops_the_search_and_a_rerun_resumes_everything(
     write_spec, postgres_url, ray_head, run_cli, tmp_path
 ):
     spec = write_spec("rejected.yaml")
-    args = ["search", str(spec), "--storage", postgres_url, "--ray-address", ray_head.address, "--study", "rejected"]
+    args = ["search", str(spec), "--storage", postgres_url, "--ray-address", ray_head.address, "--study", "rejected-by-cli"]
     # the 2nd write of objective values fails, and so does every later one, through either store
     fault = sitecustomize(tmp_path / "fault", "trial_values", skip=1)
     failed = run_cli(*args, env=_with_fault(fault))
     assert failed.returncode == 2, failed.stderr
     assert "error: a trial write was rejected (IntegrityError: injected" in failed.stderr
     assert "Traceback" not in failed.stderr
-    study = optuna.load_study(study_name="rejected", storage=postgres_url)
+    study = optuna.load_study(study_name="rejected-by-cli", storage=postgres_url)
     assert LEASE not in study.user_attrs  # released on the way out
     assert 0 < len(study.get_trials(states=(TrialState.COMPLETE,))) < 12
     rerun = run_cli(*args)
     assert rerun.returncode == 0, rerun.stderr
     assert "resuming study rejected" in rerun.stderr
-    _check_whole(postgres_url, "rejected")
+    _check_whole(postgres_url, "rejected-by-cli")
 
 
 def test_a_lost_connection_at_the_held_out_write_is_retried(write_spec, postgres_url, ray_head, run_cli, tmp_path):
