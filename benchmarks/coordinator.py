@@ -34,9 +34,9 @@ import psycopg
 import ray
 
 from search.algorithms import ALGORITHMS
-from search.coordinator import Coordinator
-from search.storage import SearchStudy, connect
-from search.writer import TrialWriter
+from search.driver.coordinator import Coordinator
+from search.storage.study import SearchStudy, connect
+from search.storage.writer import TrialWriter
 from spaces import LayerInfo, Space, SparsityScheme
 from workers import WorkerPool
 from workers.runner import switch_distance

@@ -1,6 +1,6 @@
 """The parts of a search spec that describe the model, its compression and its data.
 
-These are what a worker needs to build an `Evaluator`; the whole spec (`search.spec.Spec`) adds
+These are what a worker needs to build an `Evaluator`; the whole spec (`search.spec.config.Spec`) adds
 the algorithm, workers, storage and tracking around them. Validation errors name the key.
 """
 

@@ -7,6 +7,6 @@ Example:
     >>> profile = load_best("sqlite:///pressroom.db", "minilm-sparsity-0.6-evopress-seed0")  # doctest: +SKIP
 """
 
-from .results import Best, ResultsError, find_best, load_best
+from .results.best import Best, ResultsError, find_best, load_best
 
 __all__ = ["Best", "ResultsError", "find_best", "load_best"]

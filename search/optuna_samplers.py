@@ -24,8 +24,7 @@ import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.trial import TrialState
 
-from search.algorithms._queue import json_float
-from search.algorithms._validate import int_at_least
+from search.algorithms import int_at_least, json_float
 from search.algorithms.base import Algorithm, Candidate, Result
 from search.algorithms.random_search import RandomSearch, RandomSearchConfig
 from spaces import Profile, Space

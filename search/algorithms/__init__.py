@@ -14,8 +14,9 @@ Example:
 
 from __future__ import annotations
 
+from ._queue import json_float, read_float
 from ._stages import SCHEDULES, Schedule, matched_budget
-from ._validate import MAX_COUNT, MAX_TOKENS
+from ._validate import MAX_COUNT, MAX_TOKENS, int_at_least
 from .base import JOBS, Algorithm, Candidate, Result, candidate_from_dict, candidate_to_dict
 from .baselines import OWL, AdditiveDP, AdditiveDPConfig, OWLConfig, Uniform, UniformConfig, owl_sparsities
 from .constraint import Constraint, ConstraintError
@@ -68,6 +69,9 @@ __all__ = [
     "UniformConfig",
     "candidate_from_dict",
     "candidate_to_dict",
+    "int_at_least",
+    "json_float",
     "matched_budget",
     "owl_sparsities",
+    "read_float",
 ]

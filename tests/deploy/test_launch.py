@@ -13,7 +13,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from search.launch import LaunchError, dashboard_url, entrypoint, holds_literal_secret
+from search.cluster.launch import LaunchError, dashboard_url, entrypoint, holds_literal_secret
 from tests.conftest import free_port
 from tests.search.conftest import PRESSROOM, tiny_search
 

@@ -125,7 +125,7 @@ def test_the_kuberay_cluster_has_a_gpu_worker_group_and_reads_secrets_by_referen
 
 
 def test_the_spec_in_the_configmap_is_a_valid_spec_without_storage():
-    from search.spec import load_spec_text
+    from search.spec.config import load_spec_text
 
     config = _documents(DEPLOY / "kuberay" / "spec-configmap.yaml")[0]
     text = config["data"]["search.yaml"]

@@ -1,0 +1,42 @@
+"""What every `pressroom` command shares: consoles, user errors, common arguments, reading spec and storage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from ..spec.config import Spec, load_spec
+
+out = Console()
+err = Console(stderr=True)
+
+SpecArg = Annotated[Path, typer.Argument(help="The search spec (YAML).", show_default=False)]
+StorageOpt = Annotated[
+    str | None,
+    typer.Option("--storage", help="SQLAlchemy URL of the Optuna storage (default: $OPTUNA_STORAGE or the spec's)."),
+]
+
+
+class UsageError(Exception):
+    """A user-facing failure: its message is printed as it is, and the exit code is 2."""
+
+
+def read_spec(path: Path, **overrides: object) -> Spec:
+    """Load a spec with command-line overrides (dotted keys); `None` values are ignored."""
+    return load_spec(path, overrides=overrides)
+
+
+def resolve_storage(storage: str | None) -> str:
+    """--storage, else $OPTUNA_STORAGE, else the default; ${VAR} expanded."""
+    import os
+
+    from ..secrets import expand_env
+    from ..spec.config import DEFAULT_STORAGE, ENV_STORAGE
+
+    try:
+        return expand_env(storage or os.environ.get(ENV_STORAGE) or DEFAULT_STORAGE, key="--storage")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None

@@ -1,0 +1,8 @@
+"""Using what a search found: the best profile, its formats for other tools, figures, the dashboard.
+
+`best` reads a study's answer (or its best completed trial), space and spec back from storage;
+`exports` writes and reads a profile in the formats other tools take (JSON, a layer map,
+llm-compressor recipes, EvoPress's configuration text); `figures` draws the best profile and
+the fitness history; `dashboard` publishes those figures to Optuna's artifact store during a
+search and serves optuna-dashboard over the storage.
+"""

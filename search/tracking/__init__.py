@@ -1,0 +1,7 @@
+"""MLflow: one tracking run per search, and the model registry for what a search found.
+
+`tracker` (`MlflowTracker`) logs a search's spec, progress, figures and held-out results to a
+run on a background thread; `model_registry` (`register_best`) applies a study's best profile,
+logs the compressed model and registers it as a version of an MLflow registered model (the
+model registry, not the registry of search algorithms in `search.algorithms`).
+"""

@@ -1,0 +1,25 @@
+"""`Workers` against the session's real Ray: what the evaluator actors report back to the driver."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from search.driver.run import Workers
+from search.spec.config import load_spec_text
+from tests.search.conftest import tiny_search
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_database_a_worker_repaired_is_reported_by_the_driver(ray_session, tmp_path, caplog):
+    workers = {"count": 1, "cpus_per_worker": 0.5, "torch_threads": 1, "timeout_s": 120}
+    spec = load_spec_text(yaml.safe_dump(tiny_search(tmp_path / "cache", workers=workers)))
+    with Workers(spec):  # builds the database in this test's own cache
+        pass
+    (corrupt,) = sorted((tmp_path / "cache" / "db").glob("*/*.safetensors"))[:1]
+    corrupt.write_bytes(corrupt.read_bytes()[:100])
+    with caplog.at_level("WARNING", logger="search.driver.run"), Workers(spec):
+        pass
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "search.driver.run"]
+    assert "repaired its compression database" in line and f"database file {corrupt} is missing or corrupt" in line

@@ -1,0 +1,218 @@
+"""MLflow against a real `mlflow server`: a run per search, and `pressroom register`."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import transformers
+import yaml
+
+from search import find_best
+from search.driver.run import SearchOutcome, run_search
+from search.secrets import expand_env
+from search.spec.config import load_spec, load_spec_text
+from search.tracking.tracker import TAG_STORAGE, TAG_STUDY, MlflowTracker, TrackingError
+from spaces import Profile
+from tests.conftest import free_port
+from tests.search.conftest import tiny_search
+
+SECRET_VAR, SECRET = "PRESSROOM_TEST_PGPASSWORD", "s3cret-Pa55-never-in-mlflow"
+EXPERIMENT, STUDY, MODEL = "pressroom-tests", "mlflow-search", "tiny-llama-evopress"
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real MLflow tracking server (SQLite backend, local artifacts) for this module."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    cmd = [
+        str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
+        "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+        "--workers", "1",
+    ]  # fmt: skip
+    log = (root / "server.log").open("w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert proc.poll() is None, (root / "server.log").read_text()[-2000:]
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=5):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "mlflow server did not come up"
+                time.sleep(1)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server and the uvicorn worker it started
+        proc.wait(timeout=60)
+        log.close()
+
+
+@dataclass(frozen=True)
+class Searched:
+    storage: str  # with ${PRESSROOM_TEST_PGPASSWORD}, as a user writes it
+    outcome: SearchOutcome
+    spec_path: Path
+
+
+@pytest.fixture(scope="module")
+def searched(mlflow_server, postgres_url, ray_head, ray_session, cache_dir, tmp_path_factory) -> Iterator[Searched]:
+    """A tiny search logged to the server, with a password in its storage URL (that the trusting
+    PostgreSQL ignores) which must appear nowhere in MLflow."""
+    os.environ[SECRET_VAR] = SECRET
+    storage = postgres_url.replace("postgres@", f"postgres:${{{SECRET_VAR}}}@")
+    folder = tmp_path_factory.mktemp("mlflow-search")
+    mlflow = {"enabled": True, "tracking_uri": mlflow_server, "experiment": EXPERIMENT}
+    path = folder / "spec.yaml"
+    path.write_text(yaml.safe_dump(tiny_search(cache_dir, mlflow=mlflow, artifacts=str(folder / "artifacts"))))
+    spec = load_spec(path, {"storage": storage, "study": STUDY, "workers.ray_address": ray_head.address})
+    try:
+        yield Searched(storage, run_search(spec), path)
+    finally:
+        os.environ.pop(SECRET_VAR, None)
+
+
+def _client(url: str) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=url)
+
+
+def _study_runs(client: Any) -> list[Any]:
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    return client.search_runs([experiment.experiment_id], filter_string=f"tags.`{TAG_STUDY}` = '{STUDY}'")
+
+
+@pytest.mark.ray
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_a_search_logs_one_run_with_spec_metrics_profile_and_figures(mlflow_server, searched, tmp_path):
+    client = _client(mlflow_server)
+    (run,) = _study_runs(client)
+    assert run.info.status == "FINISHED"
+    params, tags = run.data.params, run.data.tags
+    assert params["compression.scheme"] == "sparsity" and params["algorithm.name"] == "evopress"
+    assert params["algorithm.resolved.generations"] == "4"
+    assert params["storage"].startswith("postgresql+psycopg://postgres:***@127.0.0.1:5432/")
+    assert tags[TAG_STORAGE] == params["storage"] and tags[TAG_STUDY] == STUDY
+    everything = json.dumps([params, tags, run.data.metrics])
+    assert SECRET not in everything and SECRET_VAR not in tags[TAG_STORAGE]
+
+    history = {m: client.get_metric_history(run.info.run_id, m) for m in ("best_fitness", "fitness", "parent_fitness")}
+    assert sorted(m.step for m in history["best_fitness"]) == [1, 2, 3, 4]  # one per generation
+    assert sorted(m.step for m in history["fitness"]) == [1, 2, 3, 4]
+    assert history["parent_fitness"], "the re-evaluated parent is logged too"
+    best_so_far = sorted(history["best_fitness"], key=lambda m: m.step)
+    assert all(a.value >= b.value for a, b in itertools.pairwise(best_so_far))
+
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"profile.json", "history.json", "best-profile.png", "fitness-history.png"} <= names
+    profile = Profile.from_json(
+        Path(client.download_artifacts(run.info.run_id, "profile.json", str(tmp_path))).read_text()
+    )
+    assert profile == searched.outcome.best
+
+
+@pytest.mark.ray
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_a_rerun_of_the_search_continues_its_run(mlflow_server, searched, ray_head):
+    overrides = {"storage": searched.storage, "study": STUDY, "workers.ray_address": ray_head.address}
+    run_search(load_spec(searched.spec_path, overrides))
+    (run,) = _study_runs(_client(mlflow_server))
+    assert run.info.status == "FINISHED"
+
+
+@pytest.mark.ray
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_register_creates_version_1_that_gives_the_outputs_of_apply(
+    mlflow_server, searched, run_cli, tmp_path, monkeypatch
+):
+    import mlflow
+
+    env = {SECRET_VAR: SECRET}
+    common = ["--storage", searched.storage]
+    result = run_cli(
+        "register", STUDY, "--name", MODEL, "--alias", "champion", "--tracking-uri", mlflow_server, *common, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"registered {MODEL} version 1 (alias champion)" in result.stdout
+    assert SECRET not in result.stdout + result.stderr
+
+    client = _client(mlflow_server)
+    version = client.get_model_version(MODEL, "1")
+    best = find_best(expand_env(searched.storage, key="storage"), STUDY)
+    assert version.tags["pressroom.study"] == STUDY
+    assert version.tags["pressroom.trial"] == str(best.trial) and best.trial is not None
+    assert float(version.tags["pressroom.fitness"]) == best.fitness == searched.outcome.best_fitness
+    assert Profile.from_json(version.tags["pressroom.profile"]) == best.profile == searched.outcome.best
+    assert client.get_model_version_by_alias(MODEL, "champion").version == "1"
+
+    shown = run_cli("best", STUDY, *common, "-o", str(tmp_path / "best.json"), env=env)
+    assert shown.returncode == 0, shown.stderr
+    applied = run_cli(
+        "apply", str(tmp_path / "best.json"), "--study", STUDY, *common, "--out", str(tmp_path / "m"), env=env
+    )
+    assert applied.returncode == 0, applied.stderr
+
+    local = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "m")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # what models:/ URIs resolve against
+    registered = mlflow.transformers.load_model(f"models:/{MODEL}@champion", return_type="components")["model"]
+    requirements = mlflow.artifacts.download_artifacts(f"models:/{MODEL}/1/requirements.txt", dst_path=str(tmp_path))
+    pins = Path(requirements).read_text()
+    assert f"transformers=={transformers.__version__}" in pins and "torch==" in pins
+    ids = torch.randint(0, 256, (3, 32), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(registered(input_ids=ids).logits, local(input_ids=ids).logits)
+
+
+@pytest.mark.timeout(60)  # MLflow's client alone retries for about 4.5 minutes
+def test_an_unreachable_tracking_server_fails_fast_without_showing_credentials(cache_dir, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # it would override the spec's
+    uri = f"http://user:{SECRET}@127.0.0.1:{free_port()}"
+    spec = load_spec_text(yaml.safe_dump(tiny_search(cache_dir, mlflow={"enabled": True, "tracking_uri": uri})))
+    with pytest.raises(TrackingError) as caught:
+        MlflowTracker.start(spec)
+    message = str(caught.value)
+    assert "cannot log the search to MLflow at http://user:***@127.0.0.1" in message
+    assert "nothing answers there" in message
+    assert "mlflow.enabled: false" in message and SECRET not in message
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_an_unreachable_ray_address_opens_no_mlflow_run(mlflow_server, postgres_url, write_spec, run_cli):
+    experiment = "pressroom-no-orphans"
+    spec = write_spec(mlflow={"enabled": True, "tracking_uri": mlflow_server, "experiment": experiment})
+    result = run_cli(
+        "search", str(spec), "--storage", postgres_url, "--ray-address", f"127.0.0.1:{free_port()}",
+        env={"MLFLOW_TRACKING_URI": mlflow_server},  # the environment overrides the spec
+    )  # fmt: skip
+    assert result.returncode == 2 and "cannot connect to Ray" in result.stderr, result.stderr
+    found = _client(mlflow_server).get_experiment_by_name(experiment)
+    assert found is None or not _client(mlflow_server).search_runs([found.experiment_id])
+
+
+def test_register_of_an_unknown_study_is_one_clear_error(run_cli, tmp_path):
+    storage = f"sqlite:///{tmp_path}/empty.db"
+    result = run_cli(
+        "register", "nope", "--name", "x", "--storage", storage, "--tracking-uri", f"sqlite:///{tmp_path}/m.db"
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: no study 'nope' in this storage; studies: none"
