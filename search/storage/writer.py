@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import tenacity
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import exc as sa_exc
 
@@ -50,6 +51,12 @@ def retryable(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__
     return False
+
+
+def _log_retry(state: tenacity.RetryCallState) -> None:
+    exc = None if state.outcome is None else state.outcome.exception()
+    assert exc is not None and state.next_action is not None
+    logger.warning("storage write failed (%s); retrying in %.1f s", reason(exc), state.next_action.sleep)
 
 
 @dataclass
@@ -109,9 +116,15 @@ class TrialWriter:
         guard: Callable[[], None] | None = None,
     ) -> None:
         self.study = study
-        self.retry_s = retry_s
         self.linger_s = linger_s
         self.guard = guard
+        # A lost connection is retried until the database is back; a lost lease never is.
+        self._retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(lambda exc: not isinstance(exc, StorageError) and retryable(exc)),
+            wait=tenacity.wait_exponential(multiplier=retry_s, max=30.0),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
         self.fallback = ApiTrialStore(study.storage)
         self.store: TrialStore = (direct and SqlTrialStore.for_storage(study.storage)) or self.fallback
         self._lock = threading.Condition()
@@ -293,29 +306,19 @@ class TrialWriter:
         """
         mine = [row for member, entry in self._members.items() if not (row := entry.take(member)).empty]
         rows = [*self._loose, *mine]
-        delay = self.retry_s
         while rows or self._study_attrs:
             try:
-                if self.guard is not None:
-                    self.guard()
-                self.writes += self.store.write(self.study.id, rows, self._study_attrs)
+                self._retrying(self._store, rows)
                 break
             except StorageError as exc:  # the lease is lost: another coordinator owns the study now
                 self._stop(exc)
                 return
             except Exception as exc:
-                if retryable(exc):
-                    logger.warning("storage write failed (%s); retrying in %.1f s", reason(exc), delay)
-                    time.sleep(delay)
-                    delay = min(delay * 2, 30.0)
-                elif self.store is not self.fallback:
-                    logger.warning(
-                        "direct SQL write failed (%s); writing through Optuna's API from now on", reason(exc)
-                    )
-                    self.store = self.fallback
-                else:
+                if self.store is self.fallback:
                     self._stop(exc)
                     return
+                logger.warning("direct SQL write failed (%s); writing through Optuna's API from now on", reason(exc))
+                self.store = self.fallback
         self._loose.clear()
         for row in mine:
             if row.trial_id is not None:
@@ -324,6 +327,12 @@ class TrialWriter:
         for member in [m for m, e in self._members.items() if e.state_written]:
             del self._members[member]
             self._finished.add(member)
+
+    def _store(self, rows: list[TrialRows]) -> None:
+        """One attempt at storing a pass (after checking the lease)."""
+        if self.guard is not None:
+            self.guard()
+        self.writes += self.store.write(self.study.id, rows, self._study_attrs)
 
     def _stop(self, exc: Exception) -> None:
         """Keep what could not be stored, write nothing more, and make writers see the error."""
