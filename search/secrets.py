@@ -3,8 +3,8 @@
 One place decides what is secret in a URL (storage, MLflow tracking URI, Ray address): the
 password of ``user:password@`` and the value of every query parameter whose name looks secret
 (``password``, ``sslpassword``, ``token``, ``secret``, ``api_key``, ...). `redact_url` hides
-both, `url_secrets` returns them (so free text that quotes one, such as a driver's error, can
-be cleaned by `redact_text`).
+both (the password through SQLAlchemy), `url_secrets` returns them (so free text that quotes
+one, such as a driver's error, can be cleaned by `redact_text`).
 """
 
 from __future__ import annotations
@@ -75,20 +75,24 @@ def url_secrets(url: str) -> list[str]:
 def redact_url(url: str) -> str:
     """The URL with its password and secret query values replaced by ``***``.
 
-    A URL with nothing secret (or only ``***`` already) comes back unchanged; otherwise
-    SQLAlchemy renders it with the password hidden, and secret query values are masked.
+    A URL with nothing secret (or only ``***`` already) comes back unchanged. Otherwise SQLAlchemy
+    renders it with the password hidden, and `mask_params` masks secret query values; a string
+    SQLAlchemy cannot read as a URL is redacted as text (`redact_text`).
 
     Example:
         >>> redact_url("postgresql+psycopg://u:pw@h:5432/db?password=x&application_name=a")
         'postgresql+psycopg://u:***@h:5432/db?application_name=a&password=***'
     """
-    if all(secret == REDACTED for secret in url_secrets(url)) and _mask(url) == url:
-        return url
     try:
-        shown = make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        shown = url
-    return _mask(shown)
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):  # e.g. "postgresql:/u:pw@db"
+        return redact_text(url, [])
+    if all(secret == REDACTED for secret in url_secrets(url)):
+        return url
+    if parsed.host and "@" in parsed.host:
+        # A password with a bare "@" is cut there by SQLAlchemy, which reads the rest as the host.
+        parsed = parsed.set(host=parsed.host.rpartition("@")[2])
+    return mask_params(parsed.render_as_string(hide_password=True))
 
 
 def redact_text(text: str, secrets: list[str]) -> str:
@@ -100,5 +104,14 @@ def redact_text(text: str, secrets: list[str]) -> str:
 
 
 def _mask(text: str) -> str:
-    text = _LOOSE_USERINFO.sub(f":{REDACTED}@", _USERINFO.sub(rf"\g<1>{REDACTED}@", text))
+    return mask_params(_LOOSE_USERINFO.sub(f":{REDACTED}@", _USERINFO.sub(rf"\g<1>{REDACTED}@", text)))
+
+
+def mask_params(text: str) -> str:
+    """`text` with the value of every secret-looking ``name=value`` (e.g. in a query string) masked.
+
+    Example:
+        >>> mask_params("http://h/x?api_key=K&x=1")
+        'http://h/x?api_key=***&x=1'
+    """
     return _SECRET_PARAM.sub(rf"\g<1>{REDACTED}", text)
