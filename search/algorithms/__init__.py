@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from ._queue import json_float, read_float
 from ._stages import SCHEDULES, Schedule, matched_budget
-from ._validate import MAX_COUNT, MAX_TOKENS, int_at_least
+from ._validate import MAX_COUNT, MAX_TOKENS, int_at_least, wrong_kind
 from .base import JOBS, Algorithm, Candidate, Result, candidate_from_dict, candidate_to_dict
 from .baselines import OWL, AdditiveDP, AdditiveDPConfig, OWLConfig, Uniform, UniformConfig, owl_sparsities
 from .constraint import Constraint, ConstraintError
@@ -74,4 +74,5 @@ __all__ = [
     "matched_budget",
     "owl_sparsities",
     "read_float",
+    "wrong_kind",
 ]

@@ -1,9 +1,14 @@
-"""Checks for algorithm configs: every error names the config, the field, the value and what is allowed."""
+"""Checks for algorithm configs: every error names the config, the field, the value and what is allowed.
+
+These are the only checks of an algorithm's parameters: a spec file's `algorithm.params` reach
+the config dataclasses as they are (`search.spec.config`), and numbers are never converted from
+booleans or strings on the way.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import fields
 from typing import Any
 
@@ -29,28 +34,52 @@ def is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def wrong_kind(value: object, integer: bool) -> str | None:
+    """What to say of a boolean or a string given where a number belongs; None for anything else.
+
+    YAML reads ``true`` and ``"2"`` as a boolean and a string, and nothing converts them behind
+    the user's back.
+    """
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool):
+        return f"a boolean is not {kind}; write {'a whole number' if integer else 'a number'}"
+    if isinstance(value, str):
+        return f"a string is not {kind}; write the number without quotes"
+    return None
+
+
 def int_at_least(owner: str, field: str, value: object, low: int, high: int = MAX_COUNT) -> None:
     """Require an integer >= `low` and <= `high`."""
     ok = is_int(value) and low <= value <= high  # type: ignore[operator]
-    require(ok, owner, field, value, f"an integer >= {low} and <= {high:,}")
+    require(ok, owner, field, value, wrong_kind(value, integer=True) or f"an integer >= {low} and <= {high:,}")
 
 
 def optional_int_at_least(owner: str, field: str, value: object, low: int, high: int = MAX_COUNT) -> None:
     """Require None or an integer >= `low` and <= `high`."""
     ok = value is None or (is_int(value) and low <= value <= high)  # type: ignore[operator]
-    require(ok, owner, field, value, f"None or an integer >= {low} and <= {high:,}")
+    allowed = wrong_kind(value, integer=True) or f"None or an integer >= {low} and <= {high:,}"
+    require(ok, owner, field, value, allowed)
 
 
-def positive_float(owner: str, field: str, value: object) -> None:
-    """Require a finite number > 0."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-    require(ok, owner, field, value, "a finite number > 0")
+def _finite(owner: str, field: str, value: object, ok: Callable[[float], bool], allowed: str) -> float:
+    number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    require(number and ok(value), owner, field, value, wrong_kind(value, integer=False) or allowed)  # type: ignore[arg-type]
+    return float(value)  # type: ignore[arg-type]
 
 
-def non_negative_float(owner: str, field: str, value: object) -> None:
-    """Require a finite number >= 0."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
-    require(ok, owner, field, value, "a finite number >= 0")
+def finite_float(owner: str, field: str, value: object) -> float:
+    """Require a finite number; returns it as a float."""
+    return _finite(owner, field, value, lambda _: True, "a finite number")
+
+
+def positive_float(owner: str, field: str, value: object) -> float:
+    """Require a finite number > 0; returns it as a float."""
+    return _finite(owner, field, value, lambda v: v > 0, "a finite number > 0")
+
+
+def non_negative_float(owner: str, field: str, value: object) -> float:
+    """Require a finite number >= 0; returns it as a float."""
+    return _finite(owner, field, value, lambda v: v >= 0, "a finite number >= 0")
 
 
 def one_of(owner: str, field: str, value: object, allowed: Collection[object]) -> None:

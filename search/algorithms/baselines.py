@@ -1,7 +1,9 @@
 """Baselines: the uniform profile, OWL's outlier-weighted sparsity, and the additive-error DP.
 
 Each asks for at most one statistics job, turns its output into one feasible profile and
-evaluates that profile once, like every other method's answer (see ALGORITHMS.md, "Baselines").
+evaluates that profile once, like every other method's answer. OWL: arXiv:2310.05175; the
+additive-error DP assumes that per-layer errors add up, which EvoPress (arXiv:2410.14649)
+questions; how they compare here: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -107,8 +109,8 @@ class OWLConfig:
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
-        positive_float(owner, "M", self.M)
-        positive_float(owner, "lam", self.lam)
+        for name in ("M", "lam"):
+            object.__setattr__(self, name, positive_float(owner, name, getattr(self, name)))
         require(self.lam < 0.5, owner, "lam", self.lam, "a number in (0, 0.5): sparsities move by up to 2*lam")
         int_at_least(owner, "statistics_tokens", self.statistics_tokens, 1, MAX_TOKENS)
         int_at_least(owner, "final_tokens", self.final_tokens, 1, MAX_TOKENS)

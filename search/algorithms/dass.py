@@ -4,7 +4,8 @@ A worker runs the gradient loop (softmax-relaxed levels, the fitness plus an aug
 Lagrangian on the expected cost, weights frozen) and returns the learned logits; this object
 asks for that job, rounds the logits to a profile that meets the budget exactly with
 `Space.project`, and evaluates the profile like any other method's answer. The relaxed loss
-is never the result. See ALGORITHMS.md, "DASS-style differentiable search".
+is never the result. DASS: arXiv:2207.06968; how the multiplier lands the budget: docs/design.md,
+"DASS ends on the budget by solving for one multiplier".
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from spaces import Fidelity, Profile, Space
 
 from ._oneshot import OneShot
 from ._queue import FIXED_BATCH
-from ._validate import MAX_TOKENS, int_at_least, non_negative_float, one_of, positive_float, require
+from ._validate import MAX_TOKENS, finite_float, int_at_least, non_negative_float, one_of, positive_float, require
 from .base import Candidate
 
 logger = logging.getLogger(__name__)
@@ -68,11 +69,10 @@ class DASSConfig:
     def __post_init__(self) -> None:
         owner = type(self).__name__
         int_at_least(owner, "steps", self.steps, 1)
-        positive_float(owner, "lr", self.lr)
-        positive_float(owner, "tau_start", self.tau_start)
-        positive_float(owner, "tau_end", self.tau_end)
-        non_negative_float(owner, "rho", self.rho)
-        require(isinstance(self.mu0, int | float) and np.isfinite(self.mu0), owner, "mu0", self.mu0, "a finite number")
+        for name in ("lr", "tau_start", "tau_end"):
+            object.__setattr__(self, name, positive_float(owner, name, getattr(self, name)))
+        object.__setattr__(self, "rho", non_negative_float(owner, "rho", self.rho))
+        object.__setattr__(self, "mu0", finite_float(owner, "mu0", self.mu0))
         require(isinstance(self.gumbel, bool), owner, "gumbel", self.gumbel, "true or false")
         int_at_least(owner, "tokens_per_step", self.tokens_per_step, 1, MAX_TOKENS)
         one_of(owner, "init", self.init, INITS)

@@ -4,7 +4,7 @@ The parent starts at the uniform profile (or, where there is none, the best of a
 feasible profiles). Each generation makes `offspring` distinct children by a few level switches
 (one unit up a level, another down a level, at equal cost), runs them through the stage
 schedule, and lets the parent compete in the last stage only; the last stage's winner is the
-next parent. See ALGORITHMS.md, "EvoPress".
+next parent. EvoPress: arXiv:2410.14649; its results here: docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -18,15 +18,13 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, get_type_hints
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    TypeAdapter,
     ValidationError,
-    create_model,
     field_validator,
     model_validator,
 )
@@ -73,32 +71,52 @@ class AlgorithmSpec(_Strict):
         return name
 
     def config(self) -> Any:
-        """The algorithm's validated configuration dataclass."""
-        config_cls = algorithm_registry()[self.name][1]
-        base: dict[str, Any] = {}
-        if self.preset is not None:
-            if not hasattr(config_cls, "preset"):
-                raise ValueError(f"algorithm {self.name!r} has no presets; give its parameters under params")
-            base = dataclasses.asdict(config_cls.preset(self.preset))
-        _strict_params(config_cls, self.params)
-        return TypeAdapter(config_cls).validate_python({**base, **self.params})
+        """The algorithm's configuration dataclass: its preset (if any) with `params` over it.
+
+        The dataclass checks every value itself (`search.algorithms`); nothing is converted on
+        the way, so `true` is not 1 and "2" is not 2.
+
+        Raises:
+            ValueError: an unknown preset, or a value the configuration refuses.
+            TypeError: a parameter the configuration does not have (`algorithm_problems` says
+                which, as the spec's errors do).
+        """
+        return self.config_class()(**{**self.preset_values(), **self.params})
+
+    def config_class(self) -> type:
+        return algorithm_registry()[self.name][1]
+
+    def preset_values(self) -> dict[str, Any]:
+        """The fields of the named preset, or none without one.
+
+        Raises:
+            ValueError: an unknown preset, or an algorithm without presets.
+        """
+        config_cls = self.config_class()
+        if self.preset is None:
+            return {}
+        if not hasattr(config_cls, "preset"):
+            raise ValueError(f"algorithm {self.name!r} has no presets; give its parameters under params")
+        return dataclasses.asdict(config_cls.preset(self.preset))
 
 
-def _strict_params(config_cls: type, params: Mapping[str, Any]) -> None:
-    """Refuse parameters the config's own (lenient) validation would convert: `true` to 1, "2" to 2.
-
-    Raises:
-        ValidationError: one error per parameter of the wrong kind, located at its name.
-    """
-    hints = get_type_hints(config_cls)
-    known = {field.name: (hints[field.name], None) for field in dataclasses.fields(config_cls) if field.name in params}
-    kinds = create_model(f"{config_cls.__name__}Kinds", __config__=ConfigDict(strict=True), **known)  # type: ignore[call-overload]
-    kinds.model_validate({name: _tuples(params[name]) for name in known})
-
-
-def _tuples(value: Any) -> Any:
-    """YAML's lists as tuples, which strict validation wants for tuple-typed parameters (`stages`)."""
-    return tuple(_tuples(item) for item in value) if isinstance(value, list) else value
+def algorithm_problems(algorithm: AlgorithmSpec) -> list[tuple[str, str]]:
+    """(key, message) for each parameter the algorithm does not have, else for the first problem
+    its configuration finds in the preset or the parameters."""
+    names = [field.name for field in dataclasses.fields(algorithm.config_class()) if field.init]
+    unknown = [key for key in algorithm.params if key not in names]
+    if unknown:
+        return [(f"algorithm.params.{key}", f"unknown key; allowed here: {names}") for key in unknown]
+    try:
+        algorithm.preset_values()
+    except ValueError as exc:
+        return [("algorithm.preset", config_error(str(exc))[1])]
+    try:
+        algorithm.config()
+    except ValueError as exc:
+        field, message = config_error(str(exc))
+        return [("algorithm.params" if field is None else f"algorithm.params.{field}", message)]
+    return []
 
 
 class WorkersSpec(_Strict):
@@ -275,16 +293,9 @@ def load_spec_text(text: str, *, source: str = "<spec>", overrides: Mapping[str,
         spec = Spec.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(format_errors(source, exc, Spec)) from None
-    problems = latency_problems(spec)
+    problems = latency_problems(spec) or algorithm_problems(spec.algorithm)
     if problems:
         raise SpecError([f"{source}: {key}: {message}" for key, message in problems])
-    try:
-        spec.algorithm.config()
-    except ValidationError as exc:
-        config_cls = algorithm_registry()[spec.algorithm.name][1]
-        raise SpecError(format_errors(source, exc, config_cls, prefix="algorithm.params")) from None
-    except ValueError as exc:
-        raise SpecError([f"{source}: algorithm.preset: {config_error(str(exc))[1]}"]) from None
     return spec
 
 

@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Mapping
 from typing import Any, get_args
@@ -21,6 +20,7 @@ from typing import Any, get_args
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from ..algorithms import wrong_kind
 from ..secrets import redact_url
 
 
@@ -99,8 +99,8 @@ def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> None:
         node[last] = value
 
 
-# How algorithm configs word a bad value (search/algorithms/_validate.py): the field is folded
-# into the key path so the line reads like every other one.
+# How algorithm configs word a bad value (`search.algorithms`): the field is folded into the key
+# path so the line reads like every other one.
 _CONFIG_ERROR = re.compile(r"\w+\.(\w+) = (.*) is not allowed: (.*)", re.DOTALL)
 
 
@@ -121,47 +121,34 @@ def _allowed_keys(section: Any, path: list[str]) -> list[str]:
         section = fields[part].annotation
         # an optional section (`LatencySpec | None`): its keys are the model's
         section = next((a for a in get_args(section) if isinstance(a, type) and issubclass(a, BaseModel)), section)
-    if dataclasses.is_dataclass(section):
-        return [field.name for field in dataclasses.fields(section) if field.init]
     return list(getattr(section, "model_fields", {}))
 
 
-# Strict types refuse what a lenient parse would convert (`true` to 1, "2" to 2); say why.
-_WRONG_KIND = {
-    ("int_type", bool): "a boolean is not an integer; write a whole number",
-    ("int_type", str): "a string is not an integer; write the number without quotes",
-    ("float_type", bool): "a boolean is not a number; write a number",
-    ("float_type", str): "a string is not a number; write the number without quotes",
-}
-
-
-def format_errors(source: str, exc: ValidationError, section: Any, prefix: str = "") -> list[str]:
+def format_errors(source: str, exc: ValidationError, section: type[BaseModel]) -> list[str]:
     """One line per key: ``SOURCE: KEY.PATH: what is wrong (got VALUE)``.
 
-    `section` is the type validated at `prefix` (the whole spec when there is no prefix);
-    unknown keys are answered with the keys it accepts.
+    `section` is the model validated (the whole spec); unknown keys are answered with the keys
+    it accepts there.
     """
     lines: list[str] = []
     seen: set[str] = set()
     for error in exc.errors():
         parts = [str(part) for part in error["loc"] if not str(part).startswith("function-")]
         message = error["msg"].removeprefix("Value error, ")
-        field, message = config_error(message)
-        if field is not None:  # the message already shows the value
-            parts.append(field)
-        loc = ".".join([prefix, *parts] if prefix else parts)
+        loc = ".".join(parts)
         if loc in seen:  # one line per key, even where a union reports each alternative
             continue
         seen.add(loc)
         shown = error.get("input")
-        if error["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        if error["type"] == "extra_forbidden":
             allowed = _allowed_keys(section, parts[:-1])
             message = f"unknown key; allowed here: {allowed}" if allowed else "unknown key"
         elif error["type"] == "missing":
             message = "required key is missing"
-        else:
-            message = _WRONG_KIND.get((error["type"], type(shown)), message)
-        hidden = field is not None or isinstance(shown, dict | BaseModel) or error["type"] == "missing"
+        elif error["type"] in ("int_type", "float_type"):
+            # strict types refuse what a lenient parse would convert (`true` to 1, "2" to 2); say why
+            message = wrong_kind(shown, integer=error["type"] == "int_type") or message
+        hidden = isinstance(shown, dict | BaseModel) or error["type"] == "missing"
         value = "" if hidden else f" (got {_short(shown)})"
         lines.append(f"{source}: {loc or '(top level)'}: {message}{value}")
     return lines

@@ -6,7 +6,7 @@ failed results; those in `CONSTRAINED` also under an additive constraint (the la
 limit). Then per algorithm: EvoPress reaches the known optimum of an additive fitness
 in the number of evaluations the linear-fitness theory predicts, beats the additive-error DP
 when layers interact, and still improves under noisy minibatches; random search, DASS and the
-baselines do what ALGORITHMS.md says.
+baselines do what their papers say (DASS arXiv:2207.06968, OWL arXiv:2310.05175).
 """
 
 from __future__ import annotations
@@ -187,7 +187,7 @@ def test_presets_are_the_reference_schedules() -> None:
         10**6,
     )
     assert set(SCHEDULES) == {"sparsity", "bits", "depth", "super-fast", "cpu-small"}
-    # ALGORITHMS.md: about 0.46 M tokens per sparsity generation, 1.8e8 per search.
+    # EvoPress (arXiv:2410.14649): about 0.46 M tokens per sparsity generation, 1.8e8 per search.
     assert matched_budget(SCHEDULES["sparsity"]) == 400 * (64 * 2048 + 8 * 16384 + 3 * 65536) == 183_500_800
     assert RandomSearchConfig().samples == 183_500_800 // 65536
     assert RandomSearchSHConfig.preset("bits").budget_tokens == matched_budget(SCHEDULES["bits"])
