@@ -21,10 +21,11 @@ import numpy.typing as npt
 
 from spaces import Fidelity, Profile, Space
 
-from ._queue import QueueAlgorithm, json_float, read_float
+from ._constrained import ConstrainedSearch
+from ._queue import json_float, read_float
 from ._validate import MAX_COUNT, MAX_TOKENS, require
 from .base import Candidate, Result
-from .constraint import Constraint, check_reachable, restore
+from .constraint import Constraint
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +236,7 @@ class SelectionRound:
         return out
 
 
-class StagedSearch(QueueAlgorithm):
+class StagedSearch(ConstrainedSearch):
     """Rounds of multi-stage selection with an incumbent that joins every last stage.
 
     Subclasses say what the next round is (`_plan`) and who enters it (`_entrants`, meeting
@@ -258,9 +259,7 @@ class StagedSearch(QueueAlgorithm):
         budget_tokens: int | None,
         constraint: Constraint | None = None,
     ) -> None:
-        super().__init__(space, seed, max_retries)
-        check_reachable(space, constraint, seed)
-        self.constraint = constraint
+        super().__init__(space, seed, max_retries, constraint)
         self._budget_tokens = budget_tokens
         self._round: SelectionRound | None = None
         self._incumbent: list[int] | None = None
@@ -384,7 +383,6 @@ class StagedSearch(QueueAlgorithm):
             "incumbent_fitness": None if self._incumbent_fitness is None else json_float(self._incumbent_fitness),
             "best_fitness": None if self._best_fitness is None else json_float(self._best_fitness),
             "exhausted": self._exhausted,
-            "constraint": None if self.constraint is None else self.constraint.to_dict(),
         }
 
     def _load_search_state(self, state: Mapping[str, Any]) -> None:
@@ -393,4 +391,3 @@ class StagedSearch(QueueAlgorithm):
         self._incumbent_fitness = read_float(state["incumbent_fitness"])
         self._best_fitness = read_float(state["best_fitness"])
         self._exhausted = bool(state["exhausted"])
-        restore(self.name, self.constraint, state.get("constraint"))

@@ -9,17 +9,19 @@ halving) with the incumbent in every last stage. Give both EvoPress's token budg
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Self
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self, TypeVar
 
 from spaces import Fidelity, Profile, Space
 
-from ._queue import FIXED_BATCH, QueueAlgorithm, json_float
+from ._constrained import ConstrainedSearch
+from ._queue import FIXED_BATCH, json_float
 from ._stages import (
     SCHEDULES,
     LevelArray,
     RoundPlan,
+    Schedule,
     StagedSearch,
     Stages,
     check_entrants,
@@ -30,23 +32,34 @@ from ._stages import (
 )
 from ._validate import MAX_TOKENS, check_overrides, int_at_least, require
 from .base import Candidate, Result
-from .constraint import Constraint, check_reachable, restore, sample_within
+from .constraint import Constraint, sample_within
 
 logger = logging.getLogger(__name__)
 
 _SPARSITY = SCHEDULES["sparsity"]
 #: EvoPress's whole reference sparsity search: 400 generations of about 0.46 M tokens.
 DEFAULT_BUDGET = matched_budget(_SPARSITY)
+_Config = TypeVar("_Config")
 
 
-def _preset_budget(cls: type, name: str, overrides: Mapping[str, Any]) -> int:
-    """The budget the overrides give, or EvoPress's over the named schedule."""
-    if "budget_tokens" in overrides:
-        return int(overrides["budget_tokens"])
+def _from_schedule(
+    cls: type[_Config], name: str, overrides: Mapping[str, Any], fields: Callable[[Schedule], dict[str, Any]]
+) -> _Config:
+    """A config built from the named schedule's `fields`, with `overrides` over them, at the
+    budget the overrides give, or else at EvoPress's over the whole schedule.
+
+    Raises:
+        ValueError: an unknown preset or field; a schedule without a fixed number of generations
+            (``depth``) and no `budget_tokens`.
+    """
+    check_overrides(cls, overrides)
     chosen = schedule(cls.__name__, name)
-    allowed = f"a number of tokens (preset {name!r} has no fixed number of generations)"
-    require(chosen.generations is not None, cls.__name__, "budget_tokens", None, allowed)
-    return matched_budget(chosen)
+    budget = {}
+    if "budget_tokens" not in overrides:
+        allowed = f"a number of tokens (preset {name!r} has no fixed number of generations)"
+        require(chosen.generations is not None, cls.__name__, "budget_tokens", None, allowed)
+        budget["budget_tokens"] = matched_budget(chosen)
+    return cls(**{**fields(chosen), **budget, **overrides})
 
 
 @dataclass(frozen=True)
@@ -86,14 +99,10 @@ class RandomSearchConfig:
         Raises:
             ValueError: an unknown preset or field; ``depth`` without `budget_tokens`.
         """
-        check_overrides(cls, overrides)
-        chosen = schedule(cls.__name__, name)
-        return cls(
-            **{"tokens": chosen.stages[-1][1], **overrides, "budget_tokens": _preset_budget(cls, name, overrides)}
-        )
+        return _from_schedule(cls, name, overrides, lambda chosen: {"tokens": chosen.stages[-1][1]})
 
 
-class RandomSearch(QueueAlgorithm):
+class RandomSearch(ConstrainedSearch):
     """Exactly uniform samples, each on the same `tokens` of one fixed minibatch.
 
     Sample i is candidate generation i; `best` is the lowest value seen. With a `constraint`,
@@ -126,9 +135,7 @@ class RandomSearch(QueueAlgorithm):
         constraint: Constraint | None = None,
     ) -> None:
         self.config = config or RandomSearchConfig()
-        super().__init__(space, seed, self.config.max_retries)
-        check_reachable(space, constraint, seed)
-        self.constraint = constraint
+        super().__init__(space, seed, self.config.max_retries, constraint)
         self._drawn = 0
         self._best: tuple[list[int], float] | None = None
 
@@ -175,14 +182,12 @@ class RandomSearch(QueueAlgorithm):
         return {
             "drawn": self._drawn,
             "best": None if self._best is None else [self._best[0], json_float(self._best[1])],
-            "constraint": None if self.constraint is None else self.constraint.to_dict(),
         }
 
     def _load_search_state(self, state: Mapping[str, Any]) -> None:
         self._drawn = int(state["drawn"])
         best = state["best"]
         self._best = None if best is None else ([int(v) for v in best[0]], float(best[1]))
-        restore(self.name, self.constraint, state.get("constraint"))
 
 
 @dataclass(frozen=True)
@@ -224,10 +229,7 @@ class RandomSearchSHConfig:
         Raises:
             ValueError: an unknown preset or field; ``depth`` without `budget_tokens`.
         """
-        check_overrides(cls, overrides)
-        chosen = schedule(cls.__name__, name)
-        base = cls(samples=chosen.population, stages=chosen.stages, budget_tokens=_preset_budget(cls, name, overrides))
-        return replace(base, **overrides)
+        return _from_schedule(cls, name, overrides, lambda s: {"samples": s.population, "stages": s.stages})
 
 
 class RandomSearchSH(StagedSearch):
