@@ -23,10 +23,9 @@ from .actor import (
 )
 from .latency import LatencyReport, LatencyTable, build_table, measure_latency, profile_latency
 from .pool import Outcome, WorkerPool
-from .runner import JOBS, EvaluatorRunner, switch_distance, task_payload
+from .runner import EvaluatorRunner, switch_distance, task_payload
 
 __all__ = [
-    "JOBS",
     "EvaluatorActor",
     "EvaluatorRunner",
     "LatencyReport",
