@@ -35,7 +35,7 @@ from evaluators import Evaluator, EvaluatorSpec
 from evaluators.jobs import run_job
 from spaces import Fidelity, Job, JobParams, parse_job
 
-from .latency import latency_job
+from .runtime import latency_job
 
 logger = logging.getLogger(__name__)
 
