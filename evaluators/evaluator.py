@@ -16,7 +16,7 @@ import copy
 import itertools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,6 @@ from .database import CompressionDatabase, Progress
 from .inventory import build_space, take_inventory, weight_view
 from .models import LoadedModel, load_model, max_positions
 from .prefix import PrefixCache, find_blocks
-from .relaxed import relax
 from .stats import collect_stats, owl_outlier_ratios
 from .teacher import TeacherCache
 
@@ -335,17 +334,6 @@ class Evaluator:
             if self._current[name] != setting:
                 self._set_layer(name, setting)
                 self._current[name] = setting
-
-    def run_job(self, job: str, params: Mapping[str, Any], fidelity: Fidelity) -> dict[str, Any]:
-        """Run a statistics job a baseline asked for; returns JSON-able data."""
-        jobs: dict[str, Callable[[], dict[str, Any]]] = {
-            "layer_errors": lambda: {"errors": self.layer_errors()},
-            "owl_scores": lambda: {"ratios": self.owl_ratios(float(params.get("M", 5.0)))},
-            "relax": lambda: relax(self, params, fidelity),
-        }
-        if job not in jobs:
-            raise ValueError(f"unknown job {job!r}; allowed: {sorted(jobs)}")
-        return jobs[job]()
 
 
 def _nbytes(part: Any) -> int:

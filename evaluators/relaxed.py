@@ -45,14 +45,13 @@ import logging
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
-from spaces import Fidelity
+from spaces import Fidelity, RelaxParams
 
 from . import fitness as fit
 from .data import Batch
@@ -61,96 +60,6 @@ if TYPE_CHECKING:
     from .evaluator import Evaluator
 
 logger = logging.getLogger(__name__)
-
-#: Keys of a ``relax`` job's params; ``tokens_per_step`` and ``init`` are accepted for the
-#: record only (the job's fidelity gives the tokens, ``init_logits`` the start).
-REQUIRED = ("steps", "lr", "tau_start", "tau_end", "rho", "init_logits", "target_cost", "cost_scale")
-OPTIONAL = {"mu0": 0.0, "gumbel": False, "seed": 0, "tokens_per_step": None, "init": None}
-
-
-@dataclass(frozen=True)
-class RelaxParams:
-    """The loop's parameters, as the DASS algorithm sends them (see `DASSConfig`).
-
-    Args:
-        steps: gradient steps.
-        lr: the step size on the logits (gradients normalised to RMS 1 over all logits, momentum 0.9).
-        tau_start / tau_end: the softmax temperature, annealed geometrically.
-        rho: the augmented Lagrangian's penalty weight on the normalised cost gap.
-        init_logits: per unit, the starting logits (aligned with ``space.levels[i]``).
-        target_cost: the budget C.
-        cost_scale: divides the cost gap, so that ``rho`` reads in levels per unit.
-        mu0: the multiplier's starting value.
-        gumbel: add Gumbel noise to the logits at every step.
-        seed: seeds the Gumbel noise.
-    """
-
-    steps: int
-    lr: float
-    tau_start: float
-    tau_end: float
-    rho: float
-    init_logits: tuple[tuple[float, ...], ...]
-    target_cost: float
-    cost_scale: float
-    mu0: float = 0.0
-    gumbel: bool = False
-    seed: int = 0
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any], levels: Sequence[Sequence[int]]) -> RelaxParams:
-        """Check a job's params against the space's levels.
-
-        Raises:
-            ValueError: a missing or unknown key, a bad value, or logits that do not match the
-                space's levels; the message names the key and what is allowed.
-        """
-        missing = [key for key in REQUIRED if key not in params]
-        unknown = sorted(set(params) - set(REQUIRED) - set(OPTIONAL))
-        if missing or unknown:
-            raise ValueError(
-                f"relax job params: missing {missing}, unknown {unknown}; allowed: "
-                f"{[*REQUIRED, *OPTIONAL]} (required: {list(REQUIRED)})"
-            )
-        logits = params["init_logits"]
-        if not isinstance(logits, Sequence) or len(logits) != len(levels):
-            raise ValueError(f"relax job params: init_logits must hold one list per unit ({len(levels)})")
-        rows = []
-        for i, (row, allowed) in enumerate(zip(logits, levels, strict=True)):
-            values = tuple(float(v) for v in row)
-            if len(values) != len(allowed) or not all(math.isfinite(v) for v in values):
-                raise ValueError(
-                    f"relax job params: init_logits[{i}] must be {len(allowed)} finite numbers "
-                    f"(one per level {list(allowed)}), got {list(row)!r}"
-                )
-            rows.append(values)
-        out = cls(
-            steps=int(params["steps"]),
-            lr=float(params["lr"]),
-            tau_start=float(params["tau_start"]),
-            tau_end=float(params["tau_end"]),
-            rho=float(params["rho"]),
-            init_logits=tuple(rows),
-            target_cost=float(params["target_cost"]),
-            cost_scale=float(params["cost_scale"]),
-            mu0=float(params.get("mu0", OPTIONAL["mu0"])),
-            gumbel=bool(params.get("gumbel", OPTIONAL["gumbel"])),
-            seed=int(params.get("seed", OPTIONAL["seed"])),
-        )
-        for key in ("lr", "tau_start", "tau_end", "cost_scale"):
-            if not getattr(out, key) > 0:
-                raise ValueError(f"relax job params: {key} must be positive, got {getattr(out, key)!r}")
-        if out.steps < 1 or not out.rho >= 0 or not math.isfinite(out.mu0):
-            raise ValueError(
-                f"relax job params: need steps >= 1, rho >= 0 and a finite mu0; got steps={out.steps}, "
-                f"rho={out.rho}, mu0={out.mu0}"
-            )
-        return out
-
-    def tau(self, step: int) -> float:
-        """The temperature at `step` (0-based): tau_start at the first, tau_end at the last."""
-        t = step / max(self.steps - 1, 1)
-        return self.tau_start * math.pow(self.tau_end / self.tau_start, t)
 
 
 class _Substituted(nn.Module):
@@ -350,7 +259,7 @@ class RelaxedModel:
         return [a - shift * c / self.cost_scale for a, c in zip(self.logits, self.costs, strict=True)]
 
 
-def relax(evaluator: Evaluator, params: Mapping[str, Any], fidelity: Fidelity) -> dict[str, Any]:
+def relax(evaluator: Evaluator, config: RelaxParams, fidelity: Fidelity) -> dict[str, Any]:
     """Run the DASS-style gradient loop on the evaluator's model and return the learned logits.
 
     Every step draws a fresh minibatch of ``fidelity.tokens`` tokens (batch
@@ -360,7 +269,8 @@ def relax(evaluator: Evaluator, params: Mapping[str, Any], fidelity: Fidelity) -
 
     Args:
         evaluator: the `Evaluator` (model, database, space, data, teacher).
-        params: see `RelaxParams` (what `search.algorithms.DASS` sends).
+        config: the loop's parameters (what `search.algorithms.DASS` sends); `init_logits`
+            must fit the evaluator's space.
         fidelity: tokens per gradient step, the base of the minibatches' names, the split.
 
     Returns:
@@ -369,14 +279,15 @@ def relax(evaluator: Evaluator, params: Mapping[str, Any], fidelity: Fidelity) -
         multiplier, "trace": one record per step}``; JSON-able.
 
     Raises:
-        ValueError: bad params (see `RelaxParams.from_params`), or more tokens than the data has.
+        ValueError: `init_logits` that do not fit the space (see `RelaxParams.check_levels`), or
+            more tokens than the data has.
 
     Example:
         >>> data = relax(evaluator, DASS(evaluator.space).ask(1)[0].params, Fidelity(512))  # doctest: +SKIP
         >>> evaluator.space.project([log_softmax(np.asarray(row)) for row in data["logits"]])  # doctest: +SKIP
     """
     space = evaluator.space
-    config = RelaxParams.from_params(params, space.levels)
+    config.check_levels(space.levels)
     start = time.perf_counter()
     relaxed = RelaxedModel(evaluator, config.init_logits, config.cost_scale)
     optimizer = torch.optim.SGD(relaxed.logits, lr=config.lr, momentum=0.9)

@@ -11,6 +11,18 @@ Example:
 """
 
 from ._fidelity import Fidelity
+from ._jobs import (
+    PARAMS,
+    Job,
+    JobParams,
+    LatencyParams,
+    LayerErrorsParams,
+    NoParams,
+    OwlParams,
+    RelaxParams,
+    job_params,
+    parse_job,
+)
 from ._layers import GRANULARITIES, LayerInfo, Unit, make_units
 from ._profile import Profile
 from ._schemes import (
@@ -26,17 +38,27 @@ from ._space import Space
 
 __all__ = [
     "GRANULARITIES",
+    "PARAMS",
     "SCHEMES",
     "BitwidthScheme",
     "DropScheme",
     "Fidelity",
+    "Job",
+    "JobParams",
+    "LatencyParams",
+    "LayerErrorsParams",
     "LayerInfo",
     "LevelScheme",
     "MixedScheme",
+    "NoParams",
+    "OwlParams",
     "Profile",
+    "RelaxParams",
     "Space",
     "SparsityScheme",
     "Unit",
+    "job_params",
     "make_units",
+    "parse_job",
     "scheme_from_dict",
 ]

@@ -2,10 +2,10 @@
 
 A *task payload* is the JSON-able dict that travels from the coordinator to a worker::
 
-    {"job": "evaluate" | "layer_errors" | "owl_scores" | "relax" | "latency",
+    {"job": "evaluate" | "layer_errors" | "owl_scores" | "relax" | "latency",   # a `spaces.Job`
      "levels": [int, ...] | None,      # level values in `space` unit order ("evaluate", "latency")
      "fidelity": Fidelity.to_dict(),
-     "params": {...}}                  # parameters of a statistics job
+     "params": {...}}                  # the job's parameters, as `spaces.job_params` reads them
 
 and `EvaluatorRunner.run` answers it with a JSON-able dict (see `EvaluatorRunner.run`). The Ray
 actor (`workers.actor.EvaluatorActor`) only delegates here, so tests exercise the whole worker
@@ -32,16 +32,13 @@ import numpy.typing as npt
 import torch
 
 from evaluators import Evaluator, EvaluatorSpec
-from spaces import Fidelity
+from evaluators.jobs import run_job
+from spaces import Fidelity, Job, JobParams, parse_job
 
-from .latency import latency_job
+from .runtime import latency_job
 
 logger = logging.getLogger(__name__)
 
-#: The jobs a payload may name. "evaluate" measures a profile; the others are statistics jobs
-#: that `Evaluator.run_job` answers (it names the ones it knows when given another), except
-#: "latency", which times a profile (levels, or None for dense) with real kernels on this worker.
-JOBS = ("evaluate", "layer_errors", "owl_scores", "relax", "latency")
 PAYLOAD_KEYS = frozenset({"job", "levels", "fidelity", "params"})
 #: How much of a Ray node id (56 hex digits) a worker label shows: enough to tell nodes apart.
 NODE_LABEL_CHARS = 8
@@ -51,15 +48,17 @@ def task_payload(
     job: str,
     levels: Sequence[int] | npt.NDArray[np.integer[Any]] | None,
     fidelity: Fidelity,
-    params: Mapping[str, Any] | None = None,
+    params: JobParams | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build a task payload, checked the same way `EvaluatorRunner.run` checks it.
 
     Args:
-        job: one of `JOBS`.
+        job: a `spaces.Job` (or its name). "evaluate" measures a profile; "latency" times a
+            profile (levels, or None for dense) with real kernels on the worker; the others
+            are statistics jobs `evaluators.jobs.run_job` answers.
         levels: level values in the space's unit order; required for "evaluate", else None.
         fidelity: the tokens to forward.
-        params: JSON-able parameters of a statistics job.
+        params: the job's parameters, typed or JSON-able (checked on the worker).
 
     Returns:
         The JSON-able payload.
@@ -68,7 +67,7 @@ def task_payload(
         ValueError: an unknown job, or levels missing for "evaluate".
     """
     payload = {
-        "job": job,
+        "job": str(job),
         "levels": None if levels is None else [int(v) for v in levels],
         "fidelity": fidelity.to_dict(),
         "params": dict(params or {}),
@@ -105,12 +104,13 @@ def _check_payload(payload: Mapping[str, Any]) -> None:
     unknown = sorted(set(payload) - PAYLOAD_KEYS)
     if unknown:
         raise ValueError(f"task payload has unknown keys {unknown}; allowed: {sorted(PAYLOAD_KEYS)}")
-    job = payload.get("job")
-    if job not in JOBS:
-        raise ValueError(f"task payload job {job!r} is not one of {JOBS}")
+    try:
+        job = parse_job(payload.get("job"))
+    except ValueError as exc:
+        raise ValueError(f"task payload {exc}") from None
     if "fidelity" not in payload:
-        raise ValueError(f"task payload for job {job!r} has no 'fidelity'")
-    if job == "evaluate" and payload.get("levels") is None:
+        raise ValueError(f"task payload for job {job.value!r} has no 'fidelity'")
+    if job is Job.EVALUATE and payload.get("levels") is None:
         raise ValueError("task payload for job 'evaluate' needs 'levels' (level values in unit order)")
 
 
@@ -183,14 +183,14 @@ class EvaluatorRunner:
             and ``seconds`` is the wall time of the whole job on this worker.
 
         Raises:
-            ValueError: a malformed payload, levels that do not fit the space, or a job the
-                evaluator does not know.
+            ValueError: a malformed payload, levels that do not fit the space, or parameters
+                the job does not take.
         """
         _check_payload(payload)
-        job = str(payload["job"])
+        job = Job(payload["job"])
         fidelity = Fidelity.from_dict(dict(payload["fidelity"]))
         start = time.perf_counter()
-        if job == "evaluate":
+        if job is Job.EVALUATE:
             result = self.evaluator.evaluate(self.space.from_array(payload["levels"]), fidelity)
             return {
                 "fitness": float(result.fitness),
@@ -202,12 +202,12 @@ class EvaluatorRunner:
                 "worker": self.worker,
             }
         params = dict(payload.get("params") or {})
-        if job == "latency":
+        if job is Job.LATENCY:
             levels = payload.get("levels")
             profile = None if levels is None else self.space.from_array(levels)
             data = latency_job(self.evaluator, profile, fidelity, params)
         else:
-            data = self.evaluator.run_job(job, params, fidelity)
+            data = run_job(self.evaluator, job, params, fidelity)
         return {
             "fitness": None,
             "tokens": 0,

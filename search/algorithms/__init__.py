@@ -17,7 +17,7 @@ from __future__ import annotations
 from ._queue import json_float, read_float
 from ._stages import SCHEDULES, Schedule, matched_budget
 from ._validate import MAX_COUNT, MAX_TOKENS, int_at_least, wrong_kind
-from .base import JOBS, Algorithm, Candidate, Result, candidate_from_dict, candidate_to_dict
+from .base import Algorithm, Candidate, Result, candidate_from_dict, candidate_to_dict
 from .baselines import OWL, AdditiveDP, AdditiveDPConfig, OWLConfig, Uniform, UniformConfig, owl_sparsities
 from .constraint import Constraint, ConstraintError
 from .dass import DASS, DASSConfig
@@ -44,7 +44,6 @@ __all__ = [
     "ALGORITHMS",
     "CONSTRAINED",
     "DASS",
-    "JOBS",
     "MAX_COUNT",
     "MAX_TOKENS",
     "OWL",

@@ -134,7 +134,7 @@ class QueueAlgorithm(Algorithm):
                 self._resolve(candidate, result, math.inf)
             else:
                 raise RuntimeError(
-                    f"{self.name}: the {candidate.job!r} job (candidate #{candidate.id}) failed "
+                    f"{self.name}: the {candidate.job.value!r} job (candidate #{candidate.id}) failed "
                     f"{attempt + 1} times; last error: {result.error}"
                 )
 

@@ -16,13 +16,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from spaces import Fidelity, Profile, Space
+from spaces import Fidelity, Job, JobParams, NoParams, Profile, Space, job_params, parse_job
 
 logger = logging.getLogger(__name__)
-
-#: Jobs a candidate may ask a worker to run. "evaluate" measures the fitness of `profile`;
-#: the others compute model statistics a baseline needs and return them in `Result.data`.
-JOBS = ("evaluate", "relax", "layer_errors", "owl_scores", "latency")
 
 
 @dataclass(frozen=True)
@@ -39,8 +35,10 @@ class Candidate:
         generation: the generation (or round) the candidate belongs to.
         stage: the index of the selection stage inside the generation.
         final: True when this evaluation's value is the member's final value.
-        job: one of `JOBS`.
-        params: JSON-able parameters of a statistics job.
+        job: the job to run: `Job.EVALUATE` measures the fitness of `profile`; the others
+            compute model statistics a baseline needs and return them in `Result.data`.
+        params: the job's typed parameters (a job name or a JSON dict is read with
+            `spaces.job_params`).
     """
 
     id: int
@@ -50,13 +48,13 @@ class Candidate:
     generation: int = 0
     stage: int = 0
     final: bool = True
-    job: str = "evaluate"
-    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    job: Job = Job.EVALUATE
+    params: JobParams = field(default_factory=NoParams)
 
     def __post_init__(self) -> None:
-        if self.job not in JOBS:
-            raise ValueError(f"Candidate job {self.job!r} is not one of {JOBS}")
-        if self.job == "evaluate" and self.profile is None:
+        object.__setattr__(self, "job", parse_job(self.job))
+        object.__setattr__(self, "params", job_params(self.job, self.params))
+        if self.job is Job.EVALUATE and self.profile is None:
             raise ValueError(f"Candidate#{self.id} asks for an evaluation but has no profile")
 
 
@@ -206,11 +204,11 @@ class Algorithm(ABC):
         generation: int = 0,
         stage: int = 0,
         final: bool = True,
-        job: str = "evaluate",
-        params: Mapping[str, Any] | None = None,
+        job: Job = Job.EVALUATE,
+        params: JobParams | None = None,
     ) -> Candidate:
         """A new candidate with a fresh id; counts its tokens as asked."""
-        if job == "evaluate":
+        if job is Job.EVALUATE:
             self.tokens_asked += fidelity.tokens
         return Candidate(
             id=self._new_id(),
@@ -221,7 +219,7 @@ class Algorithm(ABC):
             stage=stage,
             final=final,
             job=job,
-            params=MappingProxyType(dict(params or {})),
+            params=job_params(job, params),
         )
 
 
@@ -235,8 +233,8 @@ def candidate_to_dict(candidate: Candidate) -> dict[str, Any]:
         "generation": candidate.generation,
         "stage": candidate.stage,
         "final": candidate.final,
-        "job": candidate.job,
-        "params": dict(candidate.params),
+        "job": candidate.job.value,
+        "params": candidate.params.to_dict(),
     }
 
 
@@ -250,6 +248,6 @@ def candidate_from_dict(space: Space, data: Mapping[str, Any]) -> Candidate:
         generation=int(data["generation"]),
         stage=int(data["stage"]),
         final=bool(data["final"]),
-        job=str(data["job"]),
-        params=MappingProxyType(dict(data["params"])),
+        job=parse_job(data["job"]),
+        params=job_params(data["job"], data["params"]),
     )

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from spaces import Fidelity, Profile, Space
+from spaces import Fidelity, Job, OwlParams, Profile, Space
 
 from ._oneshot import OneShot
 from ._queue import FIXED_BATCH
@@ -172,7 +172,7 @@ class OWL(OneShot):
 
     def _statistics(self) -> Candidate | None:
         fidelity = Fidelity(self.config.statistics_tokens, batch=FIXED_BATCH)
-        return self._candidate(None, fidelity, job="owl_scores", params={"M": self.config.M})
+        return self._candidate(None, fidelity, job=Job.OWL_SCORES, params=OwlParams(self.config.M))
 
     def _choose(self, data: Mapping[str, Any] | None) -> tuple[Profile, dict[str, Any]]:
         raw = (data or {}).get("ratios")
@@ -241,7 +241,7 @@ class AdditiveDP(OneShot):
         super().__init__(space, seed, max_retries=self.config.max_retries, final_tokens=self.config.final_tokens)
 
     def _statistics(self) -> Candidate | None:
-        return self._candidate(None, Fidelity(self.config.statistics_tokens, batch=FIXED_BATCH), job="layer_errors")
+        return self._candidate(None, Fidelity(self.config.statistics_tokens, batch=FIXED_BATCH), job=Job.LAYER_ERRORS)
 
     def _choose(self, data: Mapping[str, Any] | None) -> tuple[Profile, dict[str, Any]]:
         errors = (data or {}).get("errors")

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from spaces import Fidelity, Profile, Space
+from spaces import Fidelity, Job, Profile, RelaxParams, Space
 
 from ._oneshot import OneShot
 from ._queue import FIXED_BATCH
@@ -142,22 +142,22 @@ class DASS(OneShot):
 
     def _statistics(self) -> Candidate | None:
         c = self.config
-        params = {
-            "steps": c.steps,
-            "lr": c.lr,
-            "tau_start": c.tau_start,
-            "tau_end": c.tau_end,
-            "rho": c.rho,
-            "mu0": c.mu0,
-            "gumbel": c.gumbel,
-            "tokens_per_step": c.tokens_per_step,
-            "init": c.init,
-            "init_logits": self.init_logits(),
-            "target_cost": self.space.budget,
-            "cost_scale": self.cost_scale,
-            "seed": self.seed,
-        }
-        job = self._candidate(None, Fidelity(c.tokens_per_step, batch=FIXED_BATCH), job="relax", params=params)
+        params = RelaxParams(
+            steps=c.steps,
+            lr=c.lr,
+            tau_start=c.tau_start,
+            tau_end=c.tau_end,
+            rho=c.rho,
+            mu0=c.mu0,
+            gumbel=c.gumbel,
+            tokens_per_step=c.tokens_per_step,
+            init=c.init,
+            init_logits=tuple(tuple(row) for row in self.init_logits()),
+            target_cost=self.space.budget,
+            cost_scale=self.cost_scale,
+            seed=self.seed,
+        )
+        job = self._candidate(None, Fidelity(c.tokens_per_step, batch=FIXED_BATCH), job=Job.RELAX, params=params)
         # The relaxation forwards (and back-propagates) its steps' tokens: count them, so a
         # comparison at equal tokens charges DASS for its search, not only for the answer.
         self.tokens_asked += c.steps * c.tokens_per_step

@@ -1,7 +1,7 @@
 """Latency-aware search on the coordinator's side: the latency table, the estimate, the final check.
 
 Before the search, `LatencyModel.prepare` asks one worker for its per-layer latency table and
-the dense model's end-to-end latency (the "latency" job, see `workers.latency`), or reuses the
+the dense model's end-to-end latency (the "latency" job, see `workers.runtime.latency`), or reuses the
 ones the study recorded, so a resumed search estimates exactly as before. It turns them into
 per-unit, per-level values, all fractions of the dense model's latency: a candidate's estimate
 is ``offset + sum of its units' values``, the table's additive estimate. The algorithms get them
@@ -34,10 +34,9 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from spaces import Fidelity, Profile, Space
-from workers.kernels import BACKENDS
-from workers.kernels._settings import layer_setting
-from workers.latency import LatencyTable
 from workers.runner import task_payload
+from workers.runtime.kernels import BACKENDS, layer_setting
+from workers.runtime.latency import LatencyTable
 
 from ..algorithms.base import Candidate
 from ..algorithms.constraint import Constraint

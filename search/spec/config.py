@@ -148,7 +148,7 @@ class LatencySpec(_Strict):
     """Latency-aware search: a limit on the estimated latency, a second objective, or both.
 
     Before searching, one worker times each layer shape on each kernel backend and the dense
-    model end to end (`workers.latency`); a candidate's latency is then estimated without
+    model end to end (`workers.runtime.latency`); a candidate's latency is then estimated without
     running it. After searching, the returned profile is measured with real kernels, and the
     next best recorded profiles (at most `fallbacks`) when it misses the constraint.
     """
@@ -157,7 +157,7 @@ class LatencySpec(_Strict):
     constraint: float | None = Field(None, gt=0.0, le=1.0)
     # record the estimated latency as a second objective: a Pareto front in the dashboard
     objective: bool = False
-    # kernel backends the table times (workers.kernels); null: every one that passes its probe
+    # kernel backends the table times (workers.runtime.kernels); null: every one that passes its probe
     backends: tuple[str, ...] | None = Field(None, min_length=1, strict=False)
     tokens: int = Field(2048, ge=8, le=MAX_TOKENS)
     repeats: int = Field(10, ge=3, le=1000)

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from evaluators.jobs import run_job
 from spaces import Fidelity
 
 TINY_LLAMA = {"model": {"name": "pressroom:tiny-llama"}}
@@ -139,17 +140,17 @@ def test_statistics_jobs(make_evaluator):
     evaluator = make_evaluator(**TINY_LLAMA, compression={"target": 0.5, "compressor": "wanda"})
     profile = evaluator.space.uniform()
     evaluator.apply(profile)
-    errors = evaluator.run_job("layer_errors", {}, Fidelity(64))["errors"]
+    errors = run_job(evaluator, "layer_errors", {}, Fidelity(64))["errors"]
     assert set(errors) == {layer.name for layer in evaluator.inventory.layers}
     for name, per_setting in errors.items():
         values = [per_setting[k] for k in sorted(per_setting, key=int)]
         assert values == sorted(values), name  # more pruning, more error (nested masks)
-    ratios = evaluator.run_job("owl_scores", {"M": 3}, Fidelity(64))["ratios"]
+    ratios = run_job(evaluator, "owl_scores", {"M": 3}, Fidelity(64))["ratios"]
     assert set(ratios) == {str(b) for b in range(4)}
     assert all(0 <= r < 1 for r in ratios.values())
     assert evaluator.settings() == evaluator.space.layer_settings(profile)  # jobs restore the profile
     with pytest.raises(ValueError, match="unknown job"):
-        evaluator.run_job("nope", {}, Fidelity(64))
+        run_job(evaluator, "nope", {}, Fidelity(64))
 
 
 def test_encoder_metric_must_fit_the_task(make_evaluator):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from evaluators.jobs import run_job
 from evaluators.relaxed import RelaxedModel
 from search.algorithms import DASS, DASSConfig, Result
 from spaces import Fidelity
@@ -37,7 +38,7 @@ def test_relax_meets_the_budget_and_leaves_the_evaluator_as_it_was(evaluator):
 
     algo = DASS(space, RELAX)
     [job] = algo.ask(1)
-    data = evaluator.run_job(job.job, dict(job.params), job.fidelity)
+    data = run_job(evaluator, job.job, dict(job.params), job.fidelity)
 
     json.dumps(data, allow_nan=False)  # travels back from a worker as JSON
     assert [len(row) for row in data["logits"]] == [len(levels) for levels in space.levels]
@@ -99,7 +100,7 @@ def test_a_one_hot_relaxation_is_the_discrete_model(make_evaluator, model, compr
     algo = DASS(space, DASSConfig(steps=1, lr=1e-9, tau_start=1.0, tau_end=1.0, rho=0.0))
     [job] = algo.ask(1)
     params = {**job.params, "init_logits": peaked}
-    data = evaluator.run_job("relax", params, Fidelity(256, (9,)))
+    data = run_job(evaluator, "relax", params, Fidelity(256, (9,)))
     expected = evaluator.evaluate(profile, Fidelity(256, (9, 0))).fitness
     assert data["trace"][0]["fitness"] == pytest.approx(expected, rel=1e-5, abs=1e-9)
     assert data["expected_cost"] == pytest.approx(space.cost(profile), abs=1e-6 * max(1.0, algo.cost_scale))
@@ -120,7 +121,7 @@ def test_bad_params_name_the_key(make_evaluator, change, message):
     params = {**job.params, **change}
     params = {k: v for k, v in params.items() if v is not None}
     with pytest.raises(ValueError, match=message):
-        evaluator.run_job("relax", params, job.fidelity)
+        run_job(evaluator, "relax", params, job.fidelity)
 
 
 def test_a_wrong_logits_row_names_the_unit_and_its_levels(make_evaluator):
@@ -129,4 +130,4 @@ def test_a_wrong_logits_row_names_the_unit_and_its_levels(make_evaluator):
     logits = [list(row) for row in job.params["init_logits"]]
     logits[3] = [0.0, float("nan")]
     with pytest.raises(ValueError, match=r"init_logits\[3\] must be 17 finite numbers"):
-        evaluator.run_job("relax", {**job.params, "init_logits": logits}, job.fidelity)
+        run_job(evaluator, "relax", {**job.params, "init_logits": logits}, job.fidelity)

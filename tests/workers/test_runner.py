@@ -7,8 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from evaluators.jobs import run_job
 from spaces import Fidelity
 from workers import EvaluatorRunner, switch_distance, task_payload
+from workers import runner as runner_module
 
 TINY = {"model": {"name": "pressroom:tiny-llama"}, "compression": {"target": 0.5, "compressor": "magnitude"}}
 
@@ -51,15 +53,15 @@ def test_heldout_evaluation_reports_perplexity(evaluator, runner):
 def test_statistics_jobs_go_to_run_job(evaluator, runner, monkeypatch):
     result = runner.run(task_payload("owl_scores", None, Fidelity(256), {"M": 5.0}))
     assert result["fitness"] is None and result["tokens"] == 0 and result["switched"] == 0
-    assert result["data"] == evaluator.run_job("owl_scores", {"M": 5.0}, Fidelity(256))
+    assert result["data"] == run_job(evaluator, "owl_scores", {"M": 5.0}, Fidelity(256))
 
     calls = []
 
-    def run_job(job, params, fidelity):
+    def fake_run_job(evaluator, job, params, fidelity):
         calls.append((job, params, fidelity))
         return {"logits": [[0.0]]}
 
-    monkeypatch.setattr(runner.evaluator, "run_job", run_job)
+    monkeypatch.setattr(runner_module, "run_job", fake_run_job)
     result = runner.run(task_payload("relax", None, Fidelity(128, (3,)), {"steps": 2}))
     assert calls == [("relax", {"steps": 2}, Fidelity(128, (3,)))]
     assert result["data"] == {"logits": [[0.0]]}

@@ -12,6 +12,7 @@ import math
 
 import pytest
 
+from evaluators.jobs import run_job
 from search.algorithms import (
     ALGORITHMS,
     AdditiveDPConfig,
@@ -67,7 +68,7 @@ class EvaluatorWorker:
         if candidate.job == "evaluate":
             result = self.evaluator.evaluate(candidate.profile, candidate.fidelity)
             return Result(candidate.id, result.fitness, tokens=result.tokens, seconds=result.seconds)
-        data = self.evaluator.run_job(candidate.job, dict(candidate.params), candidate.fidelity)
+        data = run_job(self.evaluator, candidate.job, dict(candidate.params), candidate.fidelity)
         if candidate.job == "relax":
             self.relax.append(data)
         return Result(candidate.id, None, data=data)

@@ -1,6 +1,6 @@
 """Pure tensor functions: a layer's weight, ``(out_features, in_features)``, in a kernel's format.
 
-Nothing here holds state or touches a module; `workers.kernels._modules` wraps the results.
+Nothing here holds state or touches a module; `workers.runtime.kernels.modules` wraps the results.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from spaces import BitwidthScheme, DropScheme, LayerInfo, Space
-from workers.kernels import (
+from workers.runtime.kernels import (
     BACKENDS,
     CompiledModel,
     LayerSetting,
@@ -23,7 +23,7 @@ from workers.kernels import (
     sample_layer,
     swap_linears_,
 )
-from workers.kernels._convert import (
+from workers.runtime.kernels.convert import (
     bsr_block,
     is_two_four,
     pack_int4_pairs,
@@ -32,7 +32,7 @@ from workers.kernels._convert import (
     quantize_rows_int8,
     to_bsr,
 )
-from workers.kernels._modules import Fp8Linear, Int4WeightOnlyLinear, Int8WeightOnlyLinear
+from workers.runtime.kernels.modules import Fp8Linear, Int4WeightOnlyLinear, Int8WeightOnlyLinear
 
 CPU_BACKENDS = ["dense", "csr", "bsr", "int8-dynamic"]
 CUDA_BACKENDS = ["dense", "csr", "bsr", "semi-structured", "int8-weight-only", "int4-weight-only", "fp8"]

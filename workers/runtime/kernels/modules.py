@@ -1,4 +1,4 @@
-"""Module handlers: an `nn.Module` per kernel, built from `_convert`'s tensors.
+"""Module handlers: an `nn.Module` per kernel, built from `convert`'s tensors.
 
 Each takes input ``(..., in_features)``, runs its kernel on the rows ``(N, in_features)`` and
 returns ``(..., out_features)``, so it drops in where an `nn.Linear` was.
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._convert import pack_int4_pairs, quantize_fp8
+from .convert import pack_int4_pairs, quantize_fp8
 
 # Creating quantized tensors is deprecated since torch 2.10 (its successor is torchao), but the
 # fbgemm/oneDNN dynamic int8 GEMM behind it is still the fastest int8 path in torch itself on

@@ -1,7 +1,7 @@
 """Linear-layer kernels for compressed models: a registry of backends, probed and checked.
 
-Three layers, as in torchao: pure tensor conversions (`_convert`), a module per kernel
-(`_modules`), and a walker that swaps a model's linear layers by name (`swap_linears_`). The
+Three layers, as in torchao: pure tensor conversions (`convert`), a module per kernel
+(`modules`), and a walker that swaps a model's linear layers by name (`swap_linears_`). The
 registry (`BACKENDS`) says where each backend runs and which layers it accepts; `probe` runs a
 backend once and checks it against the dense product before anyone relies on it.
 `CompiledModel` compiles a whole stitched model once and lets its weights change in place.
@@ -9,7 +9,7 @@ backend once and checks it against the dense product before anyone relies on it.
 Example:
     >>> import torch
     >>> from torch import nn
-    >>> from workers.kernels import available_backends, swap_linears_
+    >>> from workers.runtime.kernels import available_backends, swap_linears_
     >>> "dense" in available_backends("cpu")
     True
     >>> model = nn.Sequential(nn.Linear(64, 64))
@@ -29,7 +29,7 @@ from ._registry import (
     relative_error,
     sample_layer,
 )
-from ._settings import LayerSetting, kernel_settings
+from ._settings import LayerSetting, kernel_settings, layer_setting
 from ._walker import restore_linears_, swap_linears_
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "available_backends",
     "get_backend",
     "kernel_settings",
+    "layer_setting",
     "probe",
     "relative_error",
     "restore_linears_",

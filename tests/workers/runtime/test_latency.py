@@ -10,8 +10,8 @@ import torch
 
 from spaces import Fidelity
 from workers import EvaluatorRunner, task_payload
-from workers.kernels import LayerSetting
-from workers.latency import (
+from workers.runtime.kernels import LayerSetting
+from workers.runtime.latency import (
     LatencyReport,
     LatencyTable,
     LayerTiming,

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._convert import (
+from ._settings import DENSE_BITS, LayerSetting
+from .convert import (
     bsr_block,
     int4_group,
     quantize_fp8,
@@ -24,7 +25,7 @@ from ._convert import (
     to_bsr,
     to_csr,
 )
-from ._modules import (
+from .modules import (
     DynamicInt8Linear,
     Fp8Linear,
     Int4WeightOnlyLinear,
@@ -32,7 +33,6 @@ from ._modules import (
     SemiStructuredLinear,
     SparseLinear,
 )
-from ._settings import DENSE_BITS, LayerSetting
 
 logger = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from torch import nn
 
 from evaluators import Batch, Evaluator
 from evaluators.inventory import weight_view
-from spaces import Fidelity
+from spaces import Fidelity, Job, LatencyParams, job_params
 
 from .kernels import (
     BACKENDS,
@@ -565,7 +565,10 @@ def profile_latency(
 
 
 def latency_job(
-    evaluator: Evaluator, profile: Mapping[str, int] | None, fidelity: Fidelity, params: Mapping[str, Any]
+    evaluator: Evaluator,
+    profile: Mapping[str, int] | None,
+    fidelity: Fidelity,
+    params: LatencyParams | Mapping[str, Any],
 ) -> dict[str, Any]:
     """What a worker runs for a "latency" payload: a table for the model's layer shapes on
     this worker (unless one is given), then the profile's measured and estimated latency.
@@ -574,9 +577,9 @@ def latency_job(
         evaluator: the worker's evaluator.
         profile: unit -> level, or None for dense.
         fidelity: the tokens of one forward.
-        params: optional ``backends`` (names for the table; default all), ``sparsities``
-            (the table's grid), ``table`` (a `LatencyTable.to_dict()` to reuse instead of
-            measuring), ``plan`` (layer -> backend, overriding the table's), ``warmup`` and
+        params: `spaces.LatencyParams` (or their JSON form): the table's ``backends`` (default
+            all) and ``sparsities``, a ``table`` (a `LatencyTable.to_dict()` to reuse instead of
+            measuring), a ``plan`` (layer -> backend, overriding the table's), ``warmup`` and
             ``repeats``.
 
     Returns:
@@ -585,26 +588,23 @@ def latency_job(
     Raises:
         ValueError: unknown parameters, or anything `profile_latency` or `build_table` refuse.
     """
-    allowed = {"backends", "sparsities", "table", "plan", "warmup", "repeats"}
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        raise ValueError(f"latency job parameters {unknown} are unknown; allowed: {sorted(allowed)}")
-    warmup, repeats = int(params.get("warmup", 2)), int(params.get("repeats", 15))
+    config = job_params(Job.LATENCY, params)
+    assert isinstance(config, LatencyParams)
     rows = int(evaluator.data.batch(fidelity).input_ids.numel())
-    if params.get("table") is not None:
-        table = LatencyTable.from_dict(params["table"])
+    if config.table is not None:
+        table = LatencyTable.from_dict(config.table)
     else:
         table = build_table(
             list(_shapes(evaluator).values()),
-            backends=params.get("backends"),
-            sparsities=tuple(params.get("sparsities", SPARSITIES)),
+            backends=config.backends,
+            sparsities=config.sparsities if config.sparsities is not None else SPARSITIES,
             rows=rows,
             device=evaluator.device,
             dtype=next(evaluator.model.parameters()).dtype,
-            warmup=warmup,
-            repeats=repeats,
+            warmup=config.warmup,
+            repeats=config.repeats,
         )
     report = profile_latency(
-        evaluator, profile, fidelity, plan=params.get("plan"), table=table, warmup=warmup, repeats=repeats
+        evaluator, profile, fidelity, plan=config.plan, table=table, warmup=config.warmup, repeats=config.repeats
     )
     return {"report": report.to_dict(), "table": table.to_dict()}
