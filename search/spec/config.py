@@ -84,6 +84,7 @@ class AlgorithmSpec(_Strict):
         return self.config_class()(**{**self.preset_values(), **self.params})
 
     def config_class(self) -> type:
+        """The configuration dataclass of the named algorithm."""
         return algorithm_registry()[self.name][1]
 
     def preset_values(self) -> dict[str, Any]:
