@@ -17,7 +17,7 @@ from typing import Any
 from spaces import Fidelity, Job, LayerErrorsParams, OwlParams, RelaxParams, job_params
 
 from .evaluator import Evaluator
-from .relaxed import relax
+from .relaxation import relax
 
 #: Job -> what computes its data from the evaluator, the job's parameters and fidelity.
 JOBS: Mapping[Job, Callable[[Evaluator, Any, Fidelity], dict[str, Any]]] = {

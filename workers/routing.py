@@ -90,7 +90,7 @@ def dispatch(
 class PrefixDistance:
     """The work a worker holding `a` does to evaluate `b`, for evaluators that reuse prefixes.
 
-    An evaluator with a prefix cache (`evaluators.prefix`) runs only the blocks from the first one
+    An evaluator with a prefix cache (`evaluators.caches.prefix`) runs only the blocks from the first one
     where the profiles differ, so that is what counts first; the number of layers to rewrite
     breaks ties.
 
