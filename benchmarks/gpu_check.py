@@ -20,8 +20,8 @@ import sys
 import torch
 from torch import nn
 
+from workers.runtime import build_table
 from workers.runtime.kernels import BACKENDS, CompiledModel, get_backend, probe, relative_error, sample_layer
-from workers.runtime.latency import build_table
 
 SHAPES = [(384, 384), (1536, 384), (384, 1536), (4096, 4096), (11008, 4096), (4096, 11008)]
 ROWS = (2048, 16)

@@ -36,8 +36,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from evaluators import Evaluator, EvaluatorSpec
 from spaces import Fidelity
+from workers.runtime import build_table, profile_latency, time_interleaved
 from workers.runtime.kernels import BACKENDS, CompiledModel, available_backends, get_backend, sample_layer
-from workers.runtime.latency import build_table, profile_latency, time_interleaved
 
 SHAPES = [(384, 384), (1536, 384), (384, 1536)]
 SPARSITIES = (0.5, 0.7, 0.9)

@@ -41,7 +41,7 @@ def train(folder: Path, seconds: float, seed: int = 0) -> dict[str, float]:
     """Train the small LM for `seconds` and save it (model and tokenizer) to `folder`."""
     import transformers as tf
 
-    from evaluators.corpus import stdlib_docstrings
+    from evaluators.data import stdlib_docstrings
     from evaluators.models import byte_tokenizer
 
     torch.manual_seed(seed)

@@ -27,15 +27,14 @@ from torch import nn
 from spaces import Fidelity, Profile
 
 from . import fitness as fit
+from .caches import PrefixCache, TeacherCache, find_blocks
 from .compressors.nm import nm_weight
 from .config import EvaluatorSpec
 from .data import Batch, TokenData
 from .database import CompressionDatabase, Progress
 from .inventory import build_space, take_inventory, weight_view
 from .models import LoadedModel, load_model, max_positions
-from .prefix import PrefixCache, find_blocks
 from .stats import collect_stats, owl_outlier_ratios
-from .teacher import TeacherCache
 
 logger = logging.getLogger(__name__)
 
@@ -161,9 +160,11 @@ class Evaluator:
 
     def apply(self, profile: Profile | Mapping[str, int] | None) -> int:
         """Make the model hold `profile` (None = dense); returns how many layers changed."""
-        settings: Mapping[str, int | None] = (
-            dict.fromkeys(self._modules) if profile is None else self.space.layer_settings(profile)
-        )
+        return self.restore(dict.fromkeys(self._modules) if profile is None else self.space.layer_settings(profile))
+
+    def restore(self, settings: Mapping[str, int | None]) -> int:
+        """Make the named layers hold `settings` (what `settings()` returned; None = dense);
+        returns how many layers changed."""
         switched = 0
         for name, setting in settings.items():
             if self._current[name] != setting:
@@ -194,11 +195,11 @@ class Evaluator:
                 dense = weight_view(self.teacher_model.get_submodule(name))
                 weight_view(module).copy_(nm_weight(self.db.weight(name, setting), dense))
             elif self.db.nested:  # a comparison, not a scatter: streams through memory once
-                torch.where(self._order(name) < setting, self._zero, self._dense[name], out=weight)
+                torch.where(self.pruning_order(name) < setting, self._zero, self._dense[name], out=weight)
             else:
                 weight_view(module).copy_(self.db.weight(name, setting))
 
-    def _order(self, name: str) -> torch.Tensor:
+    def pruning_order(self, name: str) -> torch.Tensor:
         """Each weight's position in the layer's pruning order, in the weight's own layout."""
         if name not in self._orders:
             module = self._modules[name]
@@ -215,24 +216,29 @@ class Evaluator:
 
     # --- measuring ------------------------------------------------------------------------------
 
-    def _rows(self) -> int:
+    def chunk_rows(self) -> int:
+        """Rows (sequences) per forward chunk: what keeps a causal LM's logits within budget."""
         if self.task == "encoder":
             return 64
         vocab = int(self.model.get_output_embeddings().weight.shape[0])
         return max(1, LOGITS_BUDGET_BYTES // (self.data.seq_len * vocab * 4))
 
-    def _outputs(self, model: nn.Module, chunk: Batch) -> torch.Tensor:
+    def outputs(self, model: nn.Module, chunk: Batch) -> torch.Tensor:
+        """What the fitness compares: `model`'s logits (causal LMs) or mean-pooled embeddings."""
         if self.task == "causal-lm":  # no KV cache: nothing is generated, and stand-in blocks fill none
             return model(input_ids=chunk.input_ids, attention_mask=chunk.attention_mask, use_cache=False).logits
         out = model(input_ids=chunk.input_ids, attention_mask=chunk.attention_mask)
         return fit.mean_pool(out.last_hidden_state, chunk.attention_mask)  # (B, H)
 
-    def _teacher_parts(self, batch: Batch, key: tuple[Any, ...]) -> list[Any]:
+    def teacher_outputs(self, batch: Batch, key: tuple[Any, ...]) -> list[Any]:
+        """The dense teacher's outputs on `batch`, one part per chunk (`chunk_rows`), from the
+        teacher cache under `key` (computed on a miss)."""
+
         def compute() -> list[Any]:
             parts: list[Any] = []
-            for chunk in batch.chunks(self._rows()):
+            for chunk in batch.chunks(self.chunk_rows()):
                 chunk = chunk.to(self.device)
-                outputs = self._outputs(self.teacher_model, chunk)
+                outputs = self.outputs(self.teacher_model, chunk)
                 if self.task == "causal-lm":
                     keep = chunk.attention_mask.reshape(-1).bool()
                     parts.append(
@@ -250,16 +256,16 @@ class Evaluator:
         start = time.perf_counter()
         batch = self.data.batch(fidelity)
         key = (fidelity.split, fidelity.batch, fidelity.tokens)
-        teacher = self._teacher_parts(batch, key)
+        teacher = self.teacher_outputs(batch, key)
         total, count, nll, targets = 0.0, 0, 0.0, 0
         hidden = int(self.model.config.hidden_size)
         reused = self.prefix.reused
         self.prefix.begin(key, batch.input_ids.numel() * hidden * self._zero.element_size())
-        for index, (chunk, reference) in enumerate(zip(batch.chunks(self._rows()), teacher, strict=True)):
+        for index, (chunk, reference) in enumerate(zip(batch.chunks(self.chunk_rows()), teacher, strict=True)):
             chunk = chunk.to(self.device)
             try:
                 with self.prefix.replay(index):
-                    outputs = self._outputs(self.model, chunk)
+                    outputs = self.outputs(self.model, chunk)
             except BaseException:
                 self.prefix.changed(0)  # a half-forwarded minibatch leaves nothing to reuse
                 raise
@@ -314,7 +320,7 @@ class Evaluator:
                     diff = dense - weight_view(self._modules[name]).float()
                     errors[name][str(setting)] = float(((diff @ stats.hessian) * diff).sum()) / max(base, 1e-30)
                 self._set_layer(name, None)
-        self._restore(saved)
+        self.restore(saved)
         return errors
 
     def owl_ratios(self, m: float) -> dict[str, float]:
@@ -326,14 +332,8 @@ class Evaluator:
         for group in collect_stats(self.model, self._modules, self.inventory.layers, batch, hessian=False):
             stats.update(group)
         ratios = owl_outlier_ratios(self._modules, self.inventory.layers, stats, m)  # on the dense weights
-        self._restore(saved)
+        self.restore(saved)
         return {str(block): ratio for block, ratio in ratios.items()}
-
-    def _restore(self, settings: Mapping[str, int | None]) -> None:
-        for name, setting in settings.items():
-            if self._current[name] != setting:
-                self._set_layer(name, setting)
-                self._current[name] = setting
 
 
 def _nbytes(part: Any) -> int:

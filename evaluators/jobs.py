@@ -17,10 +17,10 @@ from typing import Any
 from spaces import Fidelity, Job, LayerErrorsParams, OwlParams, RelaxParams, job_params
 
 from .evaluator import Evaluator
-from .relaxed import relax
+from .relaxation import relax
 
 #: Job -> what computes its data from the evaluator, the job's parameters and fidelity.
-JOBS: Mapping[Job, Callable[[Evaluator, Any, Fidelity], dict[str, Any]]] = {
+HANDLERS: Mapping[Job, Callable[[Evaluator, Any, Fidelity], dict[str, Any]]] = {
     Job.LAYER_ERRORS: lambda evaluator, params, fidelity: {"errors": evaluator.layer_errors()},
     Job.OWL_SCORES: lambda evaluator, params, fidelity: {"ratios": evaluator.owl_ratios(params.M)},
     Job.RELAX: relax,
@@ -37,7 +37,7 @@ def run_job(
 
     Args:
         evaluator: the worker's evaluator; it holds the same profile afterwards.
-        job: a `Job` (or its name) in `JOBS`.
+        job: a `Job` (or its name) in `HANDLERS`.
         params: the job's parameters, typed or in their JSON form (`spaces.job_params`).
         fidelity: the tokens the job may use (the relaxation's tokens per step).
 
@@ -47,7 +47,7 @@ def run_job(
     Raises:
         ValueError: a job the evaluator does not run, or parameters the job does not take.
     """
-    if job not in JOBS:
-        raise ValueError(f"unknown job {str(job)!r}; allowed: {[kind.value for kind in JOBS]}")
+    if job not in HANDLERS:
+        raise ValueError(f"unknown job {str(job)!r}; allowed: {[kind.value for kind in HANDLERS]}")
     kind = Job(job)
-    return JOBS[kind](evaluator, job_params(kind, params), fidelity)
+    return HANDLERS[kind](evaluator, job_params(kind, params), fidelity)

@@ -24,16 +24,10 @@ from ._jobs import (
     parse_job,
 )
 from ._layers import GRANULARITIES, LayerInfo, Unit, make_units
+from ._mixed import MixedScheme
 from ._profile import Profile
-from ._schemes import (
-    SCHEMES,
-    BitwidthScheme,
-    DropScheme,
-    LevelScheme,
-    MixedScheme,
-    SparsityScheme,
-    scheme_from_dict,
-)
+from ._registry import SCHEMES, scheme_from_dict
+from ._schemes import BitwidthScheme, DropScheme, LevelScheme, SparsityScheme
 from ._space import Space
 
 __all__ = [

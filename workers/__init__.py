@@ -31,8 +31,9 @@ if TYPE_CHECKING:
         threads_for,
         wait_ready,
     )
-    from .pool import Outcome, WorkerPool
+    from .pool import WorkerPool
     from .runner import EvaluatorRunner, switch_distance, task_payload
+    from .tasks import Outcome
 
 _WHERE = {
     "EvaluatorActor": "actor",
@@ -44,7 +45,7 @@ _WHERE = {
     "resolve_device": "actor",
     "threads_for": "actor",
     "wait_ready": "actor",
-    "Outcome": "pool",
+    "Outcome": "tasks",
     "WorkerPool": "pool",
     "EvaluatorRunner": "runner",
     "switch_distance": "runner",

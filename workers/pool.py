@@ -7,15 +7,7 @@ optionally replaced; its task re-queued) or a timeout (the actor is killed and r
 task re-queued). Failures are reported as outcomes; `collect` raises only when no worker is
 left to run anything.
 
-Routing: an actor that is free takes the queued task whose `route` is closest, by the pool's
-`distance`, to the route of the last task it was given (for evaluators: the level array it
-holds, so it rewrites the fewest layers); when several actors are free, the closest pair goes
-first, among the actors with the fewest tasks in flight (an idle actor before a busy one's
-second slot). A task without a route has no preference and counts as a perfect match anywhere (so
-routed work never starves it); an actor without a last route takes what the others leave, in
-queue order; without a `distance` the pool is plain first-in, first-out. Ties go to the earlier
-task, then to the earlier actor. An actor that already failed a task gets it again only when no
-other is free.
+Routing (which free actor takes which queued task) is `workers.routing`.
 
 Example:
     >>> pool = WorkerPool(actors, distance=switch_distance, timeout_s=600)  # doctest: +SKIP
@@ -30,81 +22,17 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import ray
 from ray.actor import ActorHandle
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import RayActorError
+
+from .routing import Distance, dispatch
+from .tasks import Flight, Outcome, PoolWorker, Task, describe_error, elapsed, fetch_info, kill_actor, soonest
 
 logger = logging.getLogger(__name__)
-
-Distance = Callable[[Any, Any], float]
-
-#: The longest error text an `Outcome` carries.
-MAX_ERROR_CHARS = 400
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How one task ended.
-
-    Attributes:
-        key: the key it was submitted under.
-        value: what the remote method returned (None when it failed).
-        error: why it failed after its last attempt, or None.
-        worker: the pool's name for the actor of the last attempt ("w0", "w1", ...; replacements
-            get new names).
-        attempts: how many times it was started (1 when the first attempt succeeded).
-        seconds: wall time of the last attempt as the pool saw it, from the moment the actor
-            could start it to the moment its result was seen.
-    """
-
-    key: Hashable
-    value: Any
-    error: str | None
-    worker: str
-    attempts: int
-    seconds: float
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-@dataclass(eq=False)
-class _Task:
-    key: Hashable
-    payload: Any
-    route: Any
-    seq: int  # submission order; a re-queued task keeps it, so it is not sent to the back
-    attempts: int = 0
-    failed_on: set[str] = field(default_factory=set)
-
-
-@dataclass(eq=False)
-class _Flight:
-    ref: ray.ObjectRef[Any]
-    task: _Task | None  # None once cancelled: the actor still runs it, its result is ignored
-    worker: _Worker
-    started: float | None = None  # when the actor could begin it (None: behind another task)
-
-
-@dataclass(eq=False)
-class _Worker:
-    name: str
-    handle: ActorHandle[Any]
-    order: int
-    ready: bool = False  # the constructor has finished: only then does the task clock run
-    alive: bool = True
-    flights: deque[_Flight] = field(default_factory=deque)
-    last_route: Any = None
-    completed: int = 0
-    error: str | None = None
-    info: Any = None
-    info_ref: ray.ObjectRef[Any] | None = None
 
 
 class WorkerPool:
@@ -119,7 +47,7 @@ class WorkerPool:
             actor's construction does not count); past it the actor is killed and replaced and
             the task re-queued. None: no limit.
         max_attempts: how often a task is started before its failure is reported.
-        distance: distance between two routes, for routing (see the module docstring).
+        distance: distance between two routes, for routing (see `workers.routing`).
         max_in_flight_per_actor: tasks sent to one actor at a time; more than one hides the
             round trip but makes routing decide earlier.
         max_replacements: how many actors the factory may make over the pool's life; None: no
@@ -161,15 +89,15 @@ class WorkerPool:
         self.max_replacements = max_replacements
         self.info_method = info_method
         self._factory = actor_factory
-        self._workers: list[_Worker] = []
+        self._workers: list[PoolWorker] = []
         self._names = itertools.count()
         self._seq = itertools.count()
         self._replaced = 0
         self._last_error = "no error recorded"
-        self._queue: dict[Hashable, _Task] = {}
-        self._flights: dict[ray.ObjectRef[Any], _Flight] = {}
-        self._running: dict[Hashable, _Flight] = {}
-        self._probes: dict[ray.ObjectRef[Any], _Worker] = {}
+        self._queue: dict[Hashable, Task] = {}
+        self._flights: dict[ray.ObjectRef[Any], Flight] = {}
+        self._running: dict[Hashable, Flight] = {}
+        self._probes: dict[ray.ObjectRef[Any], PoolWorker] = {}
         self._done: list[Outcome] = []
         for handle in actors or [self._make_actor()]:
             self._add(handle)
@@ -189,7 +117,7 @@ class WorkerPool:
         """
         if key in self._queue or key in self._running:
             raise ValueError(f"task {key!r} is already {'queued' if key in self._queue else 'in flight'}")
-        self._queue[key] = _Task(key, payload, route, next(self._seq))
+        self._queue[key] = Task(key, payload, route, next(self._seq))
 
     def collect(self, timeout: float | None = None) -> list[Outcome]:
         """Dispatch queued tasks, wait for completions, and return the tasks that ended.
@@ -215,7 +143,7 @@ class WorkerPool:
                 break
             now = time.monotonic()
             remaining = None if deadline is None else max(0.0, deadline - now)
-            self._wait(_soonest(remaining, self._until_next_deadline(now)))
+            self._wait(soonest(remaining, self._until_next_deadline(now)))
             self._expire(time.monotonic())
             if deadline is not None and time.monotonic() >= deadline:
                 break
@@ -256,7 +184,7 @@ class WorkerPool:
             if worker.alive:
                 worker.alive = False
                 worker.error = "shut down"
-                _kill(worker.handle)
+                kill_actor(worker.handle)
         self._last_error = "the pool was shut down"
         self._queue.clear()
         self._flights.clear()
@@ -298,34 +226,8 @@ class WorkerPool:
             ``error`` (why it left the rotation) and ``info`` (the actor's description or None).
         """
         if self.info_method is not None:
-            for worker in self._workers:
-                if worker.alive and worker.info is None and worker.info_ref is None:
-                    try:
-                        worker.info_ref = getattr(worker.handle, self.info_method).remote()
-                    except AttributeError:
-                        worker.info = {"error": f"the actor has no method {self.info_method!r}"}
-            pending = {w.info_ref: w for w in self._workers if w.alive and w.info_ref is not None}
-            if pending:
-                ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=timeout)
-                for ref in ready:
-                    worker = pending[ref]
-                    worker.info_ref = None
-                    try:
-                        worker.info = ray.get(ref)
-                    except Exception as exc:  # a dead or failing actor still gets a row
-                        worker.info = {"error": _describe(exc)}
-        return [
-            {
-                "name": worker.name,
-                "alive": worker.alive,
-                "ready": worker.ready,
-                "in_flight": sum(1 for flight in worker.flights if flight.task is not None),
-                "completed": worker.completed,
-                "error": worker.error,
-                "info": worker.info,
-            }
-            for worker in self._workers
-        ]
+            fetch_info(self._workers, self.info_method, timeout)
+        return [worker.row() for worker in self._workers]
 
     # --- actors -------------------------------------------------------------------------------
 
@@ -333,8 +235,8 @@ class WorkerPool:
         assert self._factory is not None
         return self._factory()
 
-    def _add(self, handle: ActorHandle[Any]) -> _Worker:
-        worker = _Worker(f"w{next(self._names)}", handle, order=len(self._workers))
+    def _add(self, handle: ActorHandle[Any]) -> PoolWorker:
+        worker = PoolWorker(f"w{next(self._names)}", handle, order=len(self._workers))
         self._workers.append(worker)
         # Ray's own readiness probe (every actor class has it): it resolves once the constructor
         # has run, which for an evaluator may take minutes (model load, database build).
@@ -350,20 +252,20 @@ class WorkerPool:
         try:
             handle = self._make_actor()
         except Exception as exc:
-            self._last_error = f"the actor factory failed: {_describe(exc)}"
+            self._last_error = f"the actor factory failed: {describe_error(exc)}"
             logger.exception("the actor factory failed")
             return
         self._replaced += 1
         worker = self._add(handle)
         logger.info("started %s to replace a lost worker (%d live)", worker.name, self.live_workers)
 
-    def _retire(self, worker: _Worker, reason: str, *, kill: bool) -> None:
+    def _retire(self, worker: PoolWorker, reason: str, *, kill: bool) -> None:
         """Take `worker` out of rotation, settle its in-flight tasks, maybe replace it."""
         worker.alive = False
         worker.error = reason
         self._last_error = f"{worker.name}: {reason}"
         if kill:
-            _kill(worker.handle)
+            kill_actor(worker.handle)
         for ref in [ref for ref, w in self._probes.items() if w is worker]:
             del self._probes[ref]
         flights = list(worker.flights)
@@ -386,59 +288,19 @@ class WorkerPool:
 
     # --- dispatching --------------------------------------------------------------------------
 
-    def _rank(self, worker: _Worker, task: _Task) -> tuple[int, int, float, int, int]:
-        """Sort key of giving `task` to `worker`: lower is better."""
-        # Retrying on a worker that already failed the task is the last resort.
-        tried = int(worker.name in task.failed_on)
-        if self.distance is None or task.route is None:  # plain queue order; no route: no preference
-            return (tried, 0, 0.0, task.seq, worker.order)
-        if worker.last_route is None:  # a fresh actor switches everything anyway: it takes leftovers
-            return (tried, 1, 0.0, task.seq, worker.order)
-        return (tried, 0, float(self.distance(worker.last_route, task.route)), task.seq, worker.order)
-
     def _dispatch(self) -> None:
-        slots = {
-            worker: self.max_in_flight_per_actor - len(worker.flights)
-            for worker in self._workers
-            if worker.alive and len(worker.flights) < self.max_in_flight_per_actor
-        }
-        # A matrix of ranks, recomputed only for the worker that just took a task (its last
-        # route changed): distances are the expensive part.
-        ranks = {worker: self._ranks(worker, self._queue.values()) for worker in slots}
-        while slots and self._queue:
-            # After the retry rule, an actor with fewer tasks goes first: a second task queued
-            # behind a running one while another actor idles leaves that one idle at a stage's end.
-            *_, worker, key = min(
-                (
-                    (rank[0], len(worker.flights), rank, worker, key)
-                    for worker in slots
-                    for key, rank in ranks[worker].items()
-                ),
-                key=lambda item: item[:3],  # ranks are unique: they end in (task seq, worker order)
-            )
-            task = self._queue.pop(key)
-            self._send(worker, task)
-            for other in slots:
-                ranks[other].pop(key, None)
-            slots[worker] -= 1
-            if slots[worker] == 0:
-                del slots[worker]
-            elif task.route is not None:
-                ranks[worker] = self._ranks(worker, self._queue.values())
+        dispatch(self._workers, self._queue, self.distance, self.max_in_flight_per_actor, self._send)
 
-    def _ranks(self, worker: _Worker, tasks: Iterable[_Task]) -> dict[Hashable, tuple[int, int, float, int, int]]:
-        return {task.key: self._rank(worker, task) for task in tasks}
-
-    def _send(self, worker: _Worker, task: _Task) -> None:
+    def _send(self, worker: PoolWorker, task: Task) -> None:
         task.attempts += 1
         try:
             ref = getattr(worker.handle, self.method).remote(task.payload)
         except Exception as exc:  # no such method, or a payload Ray cannot serialise: no retry helps
-            reason = f"could not send the task: {_describe(exc)}"
+            reason = f"could not send the task: {describe_error(exc)}"
             logger.error("task %r: %s", task.key, reason)
             self._done.append(Outcome(task.key, None, reason, worker.name, task.attempts, 0.0))
             return
-        flight = _Flight(ref, task, worker)
+        flight = Flight(ref, task, worker)
         if worker.ready and not worker.flights:
             flight.started = time.monotonic()
         worker.flights.append(flight)
@@ -472,25 +334,25 @@ class WorkerPool:
         try:
             ray.get(ref)
         except Exception as exc:  # RayActorError: the constructor raised or the process died
-            self._retire(worker, f"died while starting: {_describe(exc)}", kill=True)
+            self._retire(worker, f"died while starting: {describe_error(exc)}", kill=True)
             return
         worker.ready = True
         if worker.flights:
             worker.flights[0].started = time.monotonic()
         logger.debug("%s is ready", worker.name)
 
-    def _on_result(self, flight: _Flight) -> None:
+    def _on_result(self, flight: Flight) -> None:
         worker = flight.worker
         now = time.monotonic()
         error: str | None = None
         try:
             value = ray.get(flight.ref)
         except RayActorError as exc:  # the flight is still in worker.flights: settled with the rest
-            self._retire(worker, f"died: {_describe(exc)}", kill=True)
+            self._retire(worker, f"died: {describe_error(exc)}", kill=True)
             return
         except Exception as exc:  # the remote method raised, or Ray lost its result
-            value, error = None, _describe(exc)
-        self._next_starts(worker, flight, now)
+            value, error = None, describe_error(exc)
+        worker.land(flight, now)
         task = flight.task
         if task is None:
             logger.info("ignoring the %s of a cancelled task from %s", "error" if error else "result", worker.name)
@@ -501,18 +363,12 @@ class WorkerPool:
             self._fail(task, error, flight)
             return
         worker.completed += 1
-        self._done.append(Outcome(task.key, value, None, worker.name, task.attempts, _since(flight, now)))
+        self._done.append(Outcome(task.key, value, None, worker.name, task.attempts, elapsed(flight, now)))
 
-    def _next_starts(self, worker: _Worker, flight: _Flight, now: float) -> None:
-        worker.flights.remove(flight)
-        # A synchronous actor runs its tasks in order: the next one starts as this one ends.
-        if worker.flights and worker.ready and worker.flights[0].started is None:
-            worker.flights[0].started = now
-
-    def _fail(self, task: _Task, reason: str, flight: _Flight) -> None:
+    def _fail(self, task: Task, reason: str, flight: Flight) -> None:
         if task.attempts >= self.max_attempts:
             logger.error("task %r failed after %d attempts: %s", task.key, task.attempts, reason)
-            seconds = _since(flight, time.monotonic())
+            seconds = elapsed(flight, time.monotonic())
             self._done.append(Outcome(task.key, None, reason, flight.worker.name, task.attempts, seconds))
         else:
             logger.warning(
@@ -525,46 +381,13 @@ class WorkerPool:
     def _until_next_deadline(self, now: float) -> float | None:
         if self.timeout_s is None:
             return None
-        starts = [w.flights[0].started for w in self._workers if w.alive and w.flights]
-        known = [start for start in starts if start is not None]
+        known = [w.running_since for w in self._workers if w.running_since is not None]
         return max(0.0, min(known) + self.timeout_s - now) if known else None
 
     def _expire(self, now: float) -> None:
         if self.timeout_s is None:
             return
         for worker in list(self._workers):
-            if not (worker.alive and worker.flights):
-                continue
-            started = worker.flights[0].started
+            started = worker.running_since
             if started is not None and now - started > self.timeout_s:
                 self._retire(worker, f"timed out: a task ran over {self.timeout_s:g}s", kill=True)
-
-
-def _soonest(a: float | None, b: float | None) -> float | None:
-    if a is None:
-        return b
-    return a if b is None else min(a, b)
-
-
-def _since(flight: _Flight, now: float) -> float:
-    return 0.0 if flight.started is None else now - flight.started
-
-
-def _describe(exc: BaseException) -> str:
-    """One line naming the error: the remote exception's own type and message when Ray wraps it.
-
-    Ray's messages run to many lines of advice; the last line says what happened, and a cap keeps
-    the line fit for a log or a trial attribute. The pool logs the whole message at DEBUG level.
-    """
-    logger.debug("full error: %s", exc)
-    cause = exc.cause if isinstance(exc, RayTaskError) and exc.cause is not None else exc
-    lines = str(cause).strip().splitlines()
-    text = f"{type(cause).__name__}: {lines[-1] if lines else ''}".rstrip(": ")
-    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
-
-
-def _kill(handle: ActorHandle[Any]) -> None:
-    try:
-        ray.kill(handle, no_restart=True)
-    except Exception:  # already gone: nothing to release
-        logger.debug("ray.kill failed", exc_info=True)

@@ -1,4 +1,5 @@
-"""The factorisation SparseGPT and GPTQ share: the upper Cholesky factor of the damped inverse Hessian.
+"""What SparseGPT (arXiv:2301.00774) and GPTQ (arXiv:2210.17323) share: the upper Cholesky factor
+of the damped inverse Hessian, and the left-to-right column sweep that uses it.
 
 Row j of the factor is row j of the inverse Hessian of the columns j.. that remain once columns
 0..j-1 are fixed, divided by the square root of its diagonal entry. So one factorisation gives
@@ -7,8 +8,64 @@ every inverse a left-to-right column sweep needs, for every compression level sw
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Block:
+    """The columns ``start:end`` a sweep is working on.
+
+    Attributes:
+        start / end: the block's columns in the layer.
+        W: (L, out, end - start) the block's weights, updated column by column as the sweep goes.
+        errors: (L, out, end - start) each finished column's error, scaled by the factor's
+            diagonal (zero for columns not yet reached).
+    """
+
+    start: int
+    end: int
+    W: Tensor
+    errors: Tensor
+
+
+def sweep(
+    W: Tensor,
+    U: Tensor,
+    blocksize: int,
+    compress: Callable[[Block, int], Tensor],
+    begin: Callable[[Block], None] = lambda block: None,
+) -> None:
+    """Compress `W` column by column in place, spreading each column's error over the columns
+    after it (lazily: within a block at once, to later blocks once per block).
+
+    Args:
+        W: (L, out, in) weights, one per level; rewritten with the compressed weights.
+        U: (in, in) `inverse_hessian_cholesky`'s factor.
+        blocksize: columns per lazy-update block.
+        compress: (block, i) -> (L, out) the compressed column i of the block, from
+            ``block.W[:, :, i]`` (what the column holds after the earlier columns' updates).
+        begin: called as each block starts, before its first column (to choose a mask, say).
+    """
+    cols = W.shape[-1]
+    for i1 in range(0, cols, blocksize):
+        i2 = min(i1 + blocksize, cols)
+        block = Block(i1, i2, W[:, :, i1:i2].clone(), torch.zeros_like(W[:, :, i1:i2]))
+        Q1 = torch.zeros_like(block.W)  # (L, out, B)
+        U1 = U[i1:i2, i1:i2]  # (B, B)
+        begin(block)
+        for i in range(i2 - i1):
+            w = block.W[:, :, i]  # (L, out)
+            q = compress(block, i)
+            Q1[:, :, i] = q
+            err = (w - q) / U1[i, i]  # (L, out)
+            block.W[:, :, i:] -= err.unsqueeze(2) * U1[i, i:]
+            block.errors[:, :, i] = err
+        W[:, :, i1:i2] = Q1
+        W[:, :, i2:] -= block.errors @ U[i1:i2, i2:]
 
 
 def dead_inputs(hessian: Tensor) -> Tensor:

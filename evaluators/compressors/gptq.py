@@ -32,7 +32,7 @@ from ._checks import (
     check_percdamp,
     check_weight,
 )
-from ._hessian import dead_inputs, inverse_hessian_cholesky
+from ._hessian import Block, dead_inputs, inverse_hessian_cholesky, sweep
 from .rtn import fake_quantize, fit_grid
 
 
@@ -93,39 +93,24 @@ def gptq_quantize(
     maxq = torch.tensor([2**b - 1 for b in bits], dtype=dtype, device=device).unsqueeze(1)  # (L, 1)
     W = weight.detach().to(dtype).masked_fill(dead, 0).expand(levels, rows, cols).clone()  # (L, out, in)
     group = cols if group_size == -1 else min(group_size, cols)
-    scale: Tensor | None = None
-    zero: Tensor | None = None
+    grid: dict[str, Tensor] = {}  # the current group's scale and zero, (L, out, 1) each
 
-    for i1 in range(0, cols, blocksize):
-        i2 = min(i1 + blocksize, cols)
-        W1 = W[:, :, i1:i2].clone()  # (L, out, B)
-        Q1 = torch.zeros_like(W1)
-        Err1 = torch.zeros_like(W1)
-        U1 = U[i1:i2, i1:i2]  # (B, B)
+    def compress(block: Block, i: int) -> Tensor:
+        column = block.start + i
+        if column % group == 0:
+            g2 = min(column + group, cols)
+            members = block.W[:, :, i : g2 - block.start]  # (L, out, <= group)
+            if g2 > block.end:
+                # Columns past this block have not yet received the lazy update from this
+                # block's columns before `column`; fitting on stale values would not match
+                # the weights the sweep will actually round.
+                later = W[:, :, block.end : g2] - block.errors[:, :, :i] @ U[block.start : column, block.end : g2]
+                members = torch.cat([members, later], dim=2)
+            grid["scale"], grid["zero"] = fit_grid(members, maxq.unsqueeze(2))
+        # column 0 always starts a group, so the grid is set
+        return fake_quantize(block.W[:, :, i], grid["scale"][:, :, 0], grid["zero"][:, :, 0], maxq)
 
-        for i in range(i2 - i1):
-            column = i1 + i
-            if column % group == 0:
-                g2 = min(column + group, cols)
-                members = W1[:, :, i : g2 - i1]  # (L, out, <= group)
-                if g2 > i2:
-                    # Columns past this block have not yet received the lazy update from this
-                    # block's columns before `column`; fitting on stale values would not match
-                    # the weights the sweep will actually round.
-                    later = W[:, :, i2:g2] - Err1[:, :, :i] @ U[i1:column, i2:g2]
-                    members = torch.cat([members, later], dim=2)
-                scale, zero = fit_grid(members, maxq.unsqueeze(2))  # (L, out, 1) each
-            assert scale is not None and zero is not None  # column 0 always starts a group
-
-            w = W1[:, :, i]  # (L, out)
-            q = fake_quantize(w, scale[:, :, 0], zero[:, :, 0], maxq)
-            Q1[:, :, i] = q
-            err = (w - q) / U1[i, i]  # (L, out)
-            W1[:, :, i:] -= err.unsqueeze(2) * U1[i, i:]
-            Err1[:, :, i] = err
-
-        W[:, :, i1:i2] = Q1
-        W[:, :, i2:] -= Err1 @ U[i1:i2, i2:]
+    sweep(W, U, blocksize, compress)
 
     quantised = W.to(weight.dtype)
     return [level.clone() for level in quantised]

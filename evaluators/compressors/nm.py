@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ._checks import check_compute_dtype, check_hessian, check_int, check_percdamp, check_weight
-from ._hessian import dead_inputs, inverse_hessian_cholesky
+from ._hessian import Block, dead_inputs, inverse_hessian_cholesky, sweep
 from .sparsegpt import _nonzero_kept
 
 
@@ -135,27 +135,17 @@ def sparsegpt_nm_prune(
     mask = torch.zeros((rows, cols), dtype=torch.bool, device=device)  # True = pruned
     dead_scores = -1.0 / (1.0 + original.abs())  # below every live score, ordered by |W|
 
-    for i1 in range(0, cols, blocksize):
-        i2 = min(i1 + blocksize, cols)
-        W1 = W[:, i1:i2].clone()  # (out, B)
-        Err1 = torch.zeros_like(W1)
-        U1 = U[i1:i2, i1:i2]  # (B, B)
-        d = torch.diagonal(U1)  # (B,)
-        for i in range(i2 - i1):
-            if i % m == 0:  # the sweep reaches a group: choose its mask from the updated weights
-                group = slice(i, i + m)
-                live = W1[:, group].square() / d[group].square()  # (out, m)
-                scores = torch.where(dead[i1 + i : i1 + i + m], dead_scores[:, i1 + i : i1 + i + m], live)
-                pruned = torch.sort(scores, dim=1, stable=True).indices[:, : m - n]  # (out, m - n)
-                mask[:, i1 + i : i1 + i + m].scatter_(1, pruned, True)
-            w = W1[:, i]  # (out,)
-            q = w.masked_fill(mask[:, i1 + i], 0)
-            err = (w - q) / d[i]  # (out,)
-            W1[:, i:] -= err.unsqueeze(1) * U1[i, i:]
-            W1[:, i] = q
-            Err1[:, i] = err
-        W[:, i1:i2] = W1
-        W[:, i2:] -= Err1 @ U[i1:i2, i2:]
+    def compress(block: Block, i: int) -> Tensor:
+        column = block.start + i
+        if i % m == 0:  # the sweep reaches a group: choose its mask from the updated weights
+            d = torch.diagonal(U)[column : column + m]  # (m,)
+            live = block.W[0, :, i : i + m].square() / d.square()  # (out, m)
+            scores = torch.where(dead[column : column + m], dead_scores[:, column : column + m], live)
+            pruned = torch.sort(scores, dim=1, stable=True).indices[:, : m - n]  # (out, m - n)
+            mask[:, column : column + m].scatter_(1, pruned, True)
+        return block.W[:, :, i].masked_fill(mask[:, column], 0)  # (1, out)
+
+    sweep(W.unsqueeze(0), U, blocksize, compress)  # one level: a view, so W is swept in place
 
     W = torch.where(dead & ~mask, original, W)
     return _nonzero_kept(W.to(weight.dtype), W, mask)

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from ._checks import check_compute_dtype, check_hessian, check_int, check_int_list, check_percdamp, check_weight
-from ._hessian import dead_inputs, inverse_hessian_cholesky
+from ._hessian import Block, dead_inputs, inverse_hessian_cholesky, sweep
 
 
 def block_quotas(count: int, widths: Sequence[int]) -> list[int]:
@@ -129,32 +129,19 @@ def sparsegpt_prune(
     # calibration data, and among such weights magnitude is the only evidence left.
     dead_scores = -1.0 / (1.0 + original.abs())  # (out, in)
 
-    for block, (i1, width) in enumerate(zip(starts, widths, strict=True)):
-        i2 = i1 + width
-        W1 = W[:, :, i1:i2].clone()  # (L, out, B)
-        Q1 = torch.zeros_like(W1)
-        Err1 = torch.zeros_like(W1)
-        U1 = U[i1:i2, i1:i2]  # (B, B)
-        d = torch.diagonal(U1)  # (B,)
-
-        scores = torch.where(dead[i1:i2], dead_scores[:, i1:i2], W1.square() / d.square())  # (L, out, B)
+    def choose(block: Block) -> None:
+        d = torch.diagonal(U[block.start : block.end, block.start : block.end])  # (B,)
+        dead1 = dead[block.start : block.end]
+        scores = torch.where(dead1, dead_scores[:, block.start : block.end], block.W.square() / d.square())
         # A stable sort ranks every score, so each level prunes exactly its quota, ties by index.
         order = torch.sort(scores.reshape(levels, -1), dim=1, stable=True).indices  # (L, out*B)
         ranks = torch.empty_like(order)
         ranks.scatter_(1, order, torch.arange(order.shape[1], device=device).expand_as(order))
-        mask1 = (ranks < quotas[:, block : block + 1]).reshape(levels, rows, width)  # (L, out, B)
+        index = block.start // blocksize
+        width = block.end - block.start
+        mask[:, :, block.start : block.end] = (ranks < quotas[:, index : index + 1]).reshape(levels, rows, width)
 
-        for i in range(width):
-            w = W1[:, :, i]  # (L, out)
-            q = w.masked_fill(mask1[:, :, i], 0)
-            Q1[:, :, i] = q
-            err = (w - q) / d[i]  # (L, out)
-            W1[:, :, i:] -= err.unsqueeze(2) * U1[i, i:]
-            Err1[:, :, i] = err
-
-        W[:, :, i1:i2] = Q1
-        W[:, :, i2:] -= Err1 @ U[i1:i2, i2:]
-        mask[:, :, i1:i2] = mask1
+    sweep(W, U, blocksize, lambda block, i: block.W[:, :, i].masked_fill(mask[:, :, block.start + i], 0), choose)
 
     W = torch.where(dead & ~mask, original, W)
     pruned = _nonzero_kept(W.to(weight.dtype), W, mask)

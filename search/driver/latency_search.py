@@ -35,8 +35,8 @@ from optuna.trial import TrialState
 
 from spaces import Fidelity, Profile, Space
 from workers.runner import task_payload
+from workers.runtime import LatencyTable
 from workers.runtime.kernels import BACKENDS, layer_setting
-from workers.runtime.latency import LatencyTable
 
 from ..algorithms.base import Candidate
 from ..algorithms.constraint import Constraint

@@ -149,7 +149,7 @@ class LatencySpec(_Strict):
     """Latency-aware search: a limit on the estimated latency, a second objective, or both.
 
     Before searching, one worker times each layer shape on each kernel backend and the dense
-    model end to end (`workers.runtime.latency`); a candidate's latency is then estimated without
+    model end to end (`workers.runtime`); a candidate's latency is then estimated without
     running it. After searching, the returned profile is measured with real kernels, and the
     next best recorded profiles (at most `fallbacks`) when it misses the constraint.
     """

@@ -35,8 +35,8 @@ from search.storage.writer import TrialWriter
 from spaces import BitwidthScheme, LayerInfo, MixedScheme, Space
 from tests.conftest import free_port
 from tests.search.harness import additive_problem, run
+from workers.runtime import LatencyTable, LayerTiming
 from workers.runtime.kernels import kernel_settings
-from workers.runtime.latency import LatencyTable, LayerTiming
 
 MINILM_SHAPES = {"q": (384, 384), "k": (384, 384), "v": (384, 384), "o": (384, 384), "i": (1536, 384), "f": (384, 1536)}
 

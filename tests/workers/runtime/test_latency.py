@@ -10,8 +10,7 @@ import torch
 
 from spaces import Fidelity
 from workers import EvaluatorRunner, task_payload
-from workers.runtime.kernels import LayerSetting
-from workers.runtime.latency import (
+from workers.runtime import (
     LatencyReport,
     LatencyTable,
     LayerTiming,
@@ -22,6 +21,7 @@ from workers.runtime.latency import (
     profile_latency,
     time_interleaved,
 )
+from workers.runtime.kernels import LayerSetting
 
 TINY_BERT = {"model": {"name": "pressroom:tiny-bert"}, "compression": {"target": 0.7, "compressor": "magnitude"}}
 TINY_BITS = {

@@ -84,8 +84,9 @@ class DynamicInt8Linear(KernelLinear):
         return out
 
 
-class Int8WeightOnlyLinear(KernelLinear):
-    """int8 weights per output row, float activations: ``y = (x q^T) * scale + b``."""
+class ScaledLinear(KernelLinear):
+    """Quantised weights ``q`` ``(out, in)`` with their ``scale``, and the layer's bias, as
+    buffers; subclasses say how to multiply."""
 
     q: torch.Tensor
     scale: torch.Tensor
@@ -93,9 +94,13 @@ class Int8WeightOnlyLinear(KernelLinear):
 
     def __init__(self, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__(q.shape[1], q.shape[0])
-        self.register_buffer("q", q)
+        self.register_buffer("q", q)  # (out, in) row-major, so q.t() is the column-major operand
         self.register_buffer("scale", scale)
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
+
+
+class Int8WeightOnlyLinear(ScaledLinear):
+    """int8 weights per output row, float activations: ``y = (x q^T) * scale + b``."""
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         out = F.linear(x, self.q.to(x.dtype)) * self.scale.to(x.dtype)
@@ -144,18 +149,8 @@ class Int4WeightOnlyLinear(KernelLinear):
         return out if self.bias is None else out + self.bias
 
 
-class Fp8Linear(KernelLinear):
+class Fp8Linear(ScaledLinear):
     """float8 e4m3 weights and activations, one scale each (activations scaled per call)."""
-
-    q: torch.Tensor
-    scale: torch.Tensor
-    bias: torch.Tensor | None
-
-    def __init__(self, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> None:
-        super().__init__(q.shape[1], q.shape[0])
-        self.register_buffer("q", q)  # (out, in) row-major, so q.t() is the column-major operand
-        self.register_buffer("scale", scale)
-        self.register_buffer("bias", None if bias is None else bias.detach().clone())
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.shape[0]

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from evaluators import DataSpec, TokenData
-from evaluators import corpus as corpus_module
-from evaluators.corpus import documents, stdlib_docstrings, text_file_documents
+from evaluators.data import corpus as corpus_module
+from evaluators.data.corpus import documents, stdlib_docstrings, text_file_documents
 from evaluators.models import byte_tokenizer
 from spaces import Fidelity
 
@@ -164,7 +164,7 @@ def test_an_unreadable_corpus_cache_is_ignored_and_rewritten(tmp_path, cache_dir
     docs = stdlib_docstrings(cache_dir)
     name = next(cache_dir.glob("stdlib-docstrings-*.json")).name
     (tmp_path / name).write_text("{not json")
-    with caplog.at_level(logging.WARNING, logger="evaluators.corpus"):
+    with caplog.at_level(logging.WARNING, logger="evaluators.data.corpus"):
         assert stdlib_docstrings(tmp_path) == docs
     assert "unreadable corpus cache" in caplog.text
     assert json.loads((tmp_path / name).read_text()) == docs

@@ -17,7 +17,7 @@ import torch
 
 from spaces import Fidelity
 
-from .config import DataSpec
+from ..config import DataSpec
 from .corpus import documents
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The DASS-style relaxed model and its gradient loop (`evaluators.relaxed`) on tiny models."""
+"""The DASS-style relaxed model and its gradient loop (`evaluators.relaxation`) on tiny models."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from evaluators.jobs import run_job
-from evaluators.relaxed import RelaxedModel
+from evaluators.relaxation import RelaxedModel
 from search.algorithms import DASS, DASSConfig, Result
 from spaces import Fidelity
 

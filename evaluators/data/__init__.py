@@ -1,0 +1,7 @@
+"""The tokens evaluations run on: text sources (`corpus`) and the calibration and held-out
+token blocks with the minibatches drawn from them (`tokens`)."""
+
+from .corpus import dataset_documents, documents, stdlib_docstrings, text_file_documents
+from .tokens import Batch, TokenData
+
+__all__ = ["Batch", "TokenData", "dataset_documents", "documents", "stdlib_docstrings", "text_file_documents"]
