@@ -1,8 +1,7 @@
 """Hypothesis strategies for random spaces, and slow oracles that do not use `spaces`' own DPs.
 
 The oracles (`independent_cost`, `independent_budget`, `brute_force`, `slow_best_value`) compute
-costs and budgets from the scheme's definition (DESIGN.md, "spaces"; ALGORITHMS.md, "Level
-schemes"), not from `Space.cost` or the tables of `spaces._dp`, so that the tests compare two
+costs and budgets from the scheme's definition (the level schemes' docstrings in `spaces`), not from `Space.cost` or the tables of `spaces._dp`, so that the tests compare two
 implementations rather than one with itself.
 """
 
