@@ -2,7 +2,8 @@
 
 The oracles (`independent_cost`, `independent_budget`, `brute_force`, `slow_best_value`) compute
 costs and budgets from the scheme's definition (the level schemes' docstrings in `spaces`), not
-from `Space.cost` or the tables of `spaces._dp`, so that the tests compare two implementations rather than one with itself.
+from `Space.cost` or the tables of `spaces._dp`, so that the tests compare two implementations
+rather than one with itself.
 """
 
 from __future__ import annotations
