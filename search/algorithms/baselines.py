@@ -158,7 +158,7 @@ class OWL(OneShot):
     Example:
         >>> from spaces import LayerInfo, Space, SparsityScheme
         >>> layers = [LayerInfo(f"l{i}", (64, 64), 4096, block=i) for i in range(4)]
-        >>> [(c.job, dict(c.params)) for c in OWL(Space(layers, SparsityScheme(0.5))).ask(5)]
+        >>> [(str(c.job), dict(c.params)) for c in OWL(Space(layers, SparsityScheme(0.5))).ask(5)]
         [('owl_scores', {'M': 5.0})]
     """
 
@@ -230,7 +230,7 @@ class AdditiveDP(OneShot):
     Example:
         >>> from spaces import LayerInfo, Space, DropScheme
         >>> layers = [LayerInfo(f"l{i}", (8, 8), 64, block=i) for i in range(4)]
-        >>> [c.job for c in AdditiveDP(Space(layers, DropScheme(0.25))).ask(5)]
+        >>> [str(c.job) for c in AdditiveDP(Space(layers, DropScheme(0.25))).ask(5)]
         ['layer_errors']
     """
 

@@ -113,7 +113,7 @@ class DASS(OneShot):
         >>> from spaces import LayerInfo, Space, SparsityScheme
         >>> layers = [LayerInfo(f"l{i}", (64, 64), 4096, block=i) for i in range(4)]
         >>> [job] = DASS(Space(layers, SparsityScheme(0.5)), DASSConfig(steps=10)).ask(5)
-        >>> job.job, job.params["steps"], len(job.params["init_logits"])
+        >>> str(job.job), job.params["steps"], len(job.params["init_logits"])
         ('relax', 10, 4)
     """
 
