@@ -16,7 +16,7 @@ Example:
     >>> job_params(Job.RELAX, {"steps": 2})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: relax job parameters [...] are missing (missing [...], unknown []); ...
+    ValueError: relax job parameters [...] are missing (missing [...]); ...
 """
 
 from __future__ import annotations
@@ -88,9 +88,11 @@ class JobParams(Mapping[str, Any]):
         missing = [key for key in cls.required if key not in data]
         unknown = sorted(set(data) - set(names))
         if missing or unknown:
-            kind = " or ".join(word for word, keys in (("missing", missing), ("unknown", unknown)) if keys)
+            problems = [(word, keys) for word, keys in (("missing", missing), ("unknown", unknown)) if keys]
+            kind = " or ".join(word for word, _ in problems)
+            detail = ", ".join(f"{word} {keys}" for word, keys in problems)
             raise ValueError(
-                f"{cls.job} job parameters {missing + unknown} are {kind} (missing {missing}, unknown {unknown}); "
+                f"{cls.job} job parameters {missing + unknown} are {kind} ({detail}); "
                 f"allowed: {list(names)} (required: {list(cls.required)})"
             )
         values = {}
