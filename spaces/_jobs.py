@@ -40,16 +40,15 @@ class Job(StrEnum):
     LATENCY = "latency"
 
 
-def parse_job(value: str) -> Job:
+def parse_job(value: object) -> Job:
     """The `Job` named by `value`.
 
     Raises:
         ValueError: `value` names no job; the message lists the jobs.
     """
-    try:
+    if isinstance(value, str) and value in Job.__members__.values():
         return Job(value)
-    except ValueError:
-        raise ValueError(f"job {value!r} is not one of {[job.value for job in Job]}") from None
+    raise ValueError(f"job {value!r} is not one of {[job.value for job in Job]}")
 
 
 class JobParams(Mapping[str, Any]):
