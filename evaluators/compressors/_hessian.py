@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ._checks import check_compute_dtype, check_hessian, check_int, check_percdamp
+
 
 @dataclass(frozen=True)
 class Block:
@@ -66,6 +68,60 @@ def sweep(
             block.errors[:, :, i] = err
         W[:, :, i1:i2] = Q1
         W[:, :, i2:] -= block.errors @ U[i1:i2, i2:]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A sweep's checked settings: columns per lazy-update block, dampening, compute dtype."""
+
+    blocksize: int
+    percdamp: float
+    dtype: torch.dtype
+
+
+def check_settings(hessian: Tensor, in_features: int, blocksize: int, percdamp: float, dtype: torch.dtype) -> Settings:
+    """Check what SparseGPT, its N:M variant and GPTQ share.
+
+    Raises:
+        ValueError: a hessian of the wrong shape or with non-finite entries, blocksize < 1,
+            negative percdamp or an unsupported dtype.
+    """
+    check_hessian(hessian, in_features)
+    blocksize = check_int("blocksize", blocksize, 1)
+    percdamp = check_percdamp(percdamp)
+    check_compute_dtype(dtype)
+    return Settings(blocksize, percdamp, dtype)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One layer ready for a sweep.
+
+    Attributes:
+        original: (out, in) the weight in the compute dtype.
+        dead: (in,) inputs that were zero on every calibration token.
+        U: (in, in) `inverse_hessian_cholesky`'s factor.
+    """
+
+    original: Tensor
+    dead: Tensor
+    U: Tensor
+
+    @classmethod
+    def factor(cls, weight: Tensor, hessian: Tensor, settings: Settings) -> Problem:
+        """Factor the damped inverse Hessian on the weight's device.
+
+        Raises:
+            ValueError: the Hessian is not positive definite after dampening.
+        """
+        hessian = hessian.detach().to(weight.device)
+        U = inverse_hessian_cholesky(hessian, settings.percdamp, settings.dtype)
+        return cls(weight.detach().to(settings.dtype), dead_inputs(hessian), U)
+
+    def start(self, levels: int) -> Tensor:
+        """(levels, out, in) copies of the weight with dead inputs zeroed: what a sweep rewrites."""
+        rows, cols = self.original.shape
+        return self.original.masked_fill(self.dead, 0).expand(levels, rows, cols).clone()
 
 
 def dead_inputs(hessian: Tensor) -> Tensor:

@@ -24,15 +24,11 @@ import torch
 from torch import Tensor
 
 from ._checks import (
-    check_compute_dtype,
     check_group_size,
-    check_hessian,
-    check_int,
     check_int_list,
-    check_percdamp,
     check_weight,
 )
-from ._hessian import Block, dead_inputs, inverse_hessian_cholesky, sweep
+from ._hessian import Block, Problem, check_settings, sweep
 from .rtn import fake_quantize, fit_grid
 
 
@@ -73,25 +69,19 @@ def gptq_quantize(
             positive definite after dampening.
     """
     check_weight(weight)
-    rows, cols = weight.shape
-    check_hessian(hessian, cols)
+    cols = weight.shape[1]
     bits = check_int_list("bits_list", bits_list, 1, 16)
     group_size = check_group_size(group_size)
-    blocksize = check_int("blocksize", blocksize, 1)
-    percdamp = check_percdamp(percdamp)
-    check_compute_dtype(dtype)
+    settings = check_settings(hessian, cols, blocksize, percdamp, dtype)
     if not bits:
         return []
     if weight.numel() == 0:
         return [weight.detach().clone() for _ in bits]
 
-    device = weight.device
-    hessian = hessian.detach().to(device)
-    dead = dead_inputs(hessian)  # (in,)
-    U = inverse_hessian_cholesky(hessian, percdamp, dtype)  # (in, in)
-    levels = len(bits)
-    maxq = torch.tensor([2**b - 1 for b in bits], dtype=dtype, device=device).unsqueeze(1)  # (L, 1)
-    W = weight.detach().to(dtype).masked_fill(dead, 0).expand(levels, rows, cols).clone()  # (L, out, in)
+    layer = Problem.factor(weight, hessian, settings)
+    U = layer.U  # (in, in)
+    maxq = torch.tensor([2**b - 1 for b in bits], dtype=dtype, device=weight.device).unsqueeze(1)  # (L, 1)
+    W = layer.start(len(bits))  # (L, out, in)
     group = cols if group_size == -1 else min(group_size, cols)
     grid: dict[str, Tensor] = {}  # the current group's scale and zero, (L, out, 1) each
 
@@ -110,7 +100,7 @@ def gptq_quantize(
         # column 0 always starts a group, so the grid is set
         return fake_quantize(block.W[:, :, i], grid["scale"][:, :, 0], grid["zero"][:, :, 0], maxq)
 
-    sweep(W, U, blocksize, compress)
+    sweep(W, U, settings.blocksize, compress)
 
     quantised = W.to(weight.dtype)
     return [level.clone() for level in quantised]

@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import check_compute_dtype, check_hessian, check_int, check_percdamp, check_weight
-from ._hessian import Block, dead_inputs, inverse_hessian_cholesky, sweep
+from ._checks import check_int, check_weight
+from ._hessian import Block, Problem, check_settings, sweep
 from .sparsegpt import _nonzero_kept
 
 
@@ -119,20 +119,14 @@ def sparsegpt_nm_prune(
     """
     n, m = _check_pattern(weight, n, m)
     rows, cols = weight.shape
-    check_hessian(hessian, cols)
-    blocksize = check_int("blocksize", blocksize, 1)
-    if blocksize % m:
-        raise ValueError(f"blocksize must be a multiple of m = {m}, got {blocksize}")
-    percdamp = check_percdamp(percdamp)
-    check_compute_dtype(dtype)
+    settings = check_settings(hessian, cols, blocksize, percdamp, dtype)
+    if settings.blocksize % m:
+        raise ValueError(f"blocksize must be a multiple of m = {m}, got {settings.blocksize}")
 
-    device = weight.device
-    hessian = hessian.detach().to(device)
-    dead = dead_inputs(hessian)  # (in,)
-    U = inverse_hessian_cholesky(hessian, percdamp, dtype)  # (in, in)
-    original = weight.detach().to(dtype)  # (out, in)
-    W = original.masked_fill(dead, 0)  # (out, in)
-    mask = torch.zeros((rows, cols), dtype=torch.bool, device=device)  # True = pruned
+    layer = Problem.factor(weight, hessian, settings)
+    original, dead, U = layer.original, layer.dead, layer.U  # (out, in), (in,), (in, in)
+    W = layer.start(1)[0]  # (out, in)
+    mask = torch.zeros((rows, cols), dtype=torch.bool, device=weight.device)  # True = pruned
     dead_scores = -1.0 / (1.0 + original.abs())  # below every live score, ordered by |W|
 
     def compress(block: Block, i: int) -> Tensor:
@@ -145,7 +139,7 @@ def sparsegpt_nm_prune(
             mask[:, column : column + m].scatter_(1, pruned, True)
         return block.W[:, :, i].masked_fill(mask[:, column], 0)  # (1, out)
 
-    sweep(W.unsqueeze(0), U, blocksize, compress)  # one level: a view, so W is swept in place
+    sweep(W.unsqueeze(0), U, settings.blocksize, compress)  # one level: a view, so W is swept in place
 
     W = torch.where(dead & ~mask, original, W)
     return _nonzero_kept(W.to(weight.dtype), W, mask)

@@ -27,8 +27,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ._checks import check_compute_dtype, check_hessian, check_int, check_int_list, check_percdamp, check_weight
-from ._hessian import Block, dead_inputs, inverse_hessian_cholesky, sweep
+from ._checks import check_int_list, check_weight
+from ._hessian import Block, Problem, check_settings, sweep
 
 
 def block_quotas(count: int, widths: Sequence[int]) -> list[int]:
@@ -103,23 +103,18 @@ def sparsegpt_prune(
     """
     check_weight(weight)
     rows, cols = weight.shape
-    check_hessian(hessian, cols)
     counts = check_int_list("counts", counts, 0, rows * cols)
-    blocksize = check_int("blocksize", blocksize, 1)
-    percdamp = check_percdamp(percdamp)
-    check_compute_dtype(dtype)
+    settings = check_settings(hessian, cols, blocksize, percdamp, dtype)
+    blocksize = settings.blocksize
     if not counts:
         return []
     if weight.numel() == 0:
         return [weight.detach().clone() for _ in counts]
 
-    device = weight.device
-    hessian = hessian.detach().to(device)
-    dead = dead_inputs(hessian)  # (in,)
-    U = inverse_hessian_cholesky(hessian, percdamp, dtype)  # (in, in)
-    original = weight.detach().to(dtype)  # (out, in)
+    layer = Problem.factor(weight, hessian, settings)
+    device, original, dead, U = weight.device, layer.original, layer.dead, layer.U  # (out, in), (in,), (in, in)
     levels = len(counts)
-    W = original.masked_fill(dead, 0).expand(levels, rows, cols).clone()  # (L, out, in)
+    W = layer.start(levels)  # (L, out, in)
     mask = torch.zeros((levels, rows, cols), dtype=torch.bool, device=device)  # (L, out, in)
 
     starts = list(range(0, cols, blocksize))
