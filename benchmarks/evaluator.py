@@ -77,7 +77,7 @@ def main() -> None:
     def dense_forward() -> float:
         start = time.perf_counter()
         with torch.no_grad():
-            for chunk in batch.chunks(evaluator._rows()):
+            for chunk in batch.chunks(evaluator.chunk_rows()):
                 evaluator.teacher_model(input_ids=chunk.input_ids, attention_mask=chunk.attention_mask)
         return time.perf_counter() - start
 
@@ -96,7 +96,7 @@ def main() -> None:
         evals.append(seconds)
         switched.append(count)
     ratio = statistics.median(evals) / statistics.median(dense)
-    cache = evaluator._teacher
+    cache = evaluator.teacher_cache
     print(f"model {args.model}, compressor {args.compressor}, {args.tokens} tokens, {args.threads} torch threads")
     print(f"{'dense forward (median)':<34} {statistics.median(dense) * 1e3:8.1f} ms")
     print(f"{'one evaluation (median)':<34} {statistics.median(evals) * 1e3:8.1f} ms")

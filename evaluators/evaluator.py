@@ -230,6 +230,11 @@ class Evaluator:
         out = model(input_ids=chunk.input_ids, attention_mask=chunk.attention_mask)
         return fit.mean_pool(out.last_hidden_state, chunk.attention_mask)  # (B, H)
 
+    @property
+    def teacher_cache(self) -> TeacherCache[list[Any]]:
+        """The dense teacher's outputs kept per minibatch (its size and hit counts, for reports)."""
+        return self._teacher
+
     def teacher_outputs(self, batch: Batch, key: tuple[Any, ...]) -> list[Any]:
         """The dense teacher's outputs on `batch`, one part per chunk (`chunk_rows`), from the
         teacher cache under `key` (computed on a miss)."""

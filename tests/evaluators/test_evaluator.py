@@ -123,10 +123,10 @@ def test_teacher_is_computed_once_per_minibatch(make_evaluator):
     evaluator = make_evaluator(**TINY_LLAMA, compression={"target": 0.5, "compressor": "magnitude"})
     rng = np.random.default_rng(2)
     fidelity = Fidelity(256, (42, 0))
-    misses = evaluator._teacher.misses
+    misses = evaluator.teacher_cache.misses
     for _ in range(3):
         evaluator.evaluate(evaluator.space.sample(rng), fidelity)
-    assert evaluator._teacher.misses == misses + 1
+    assert evaluator.teacher_cache.misses == misses + 1
 
 
 def test_heldout_reports_perplexity_for_causal_lms(make_evaluator):
