@@ -19,13 +19,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from spaces import Fidelity, Profile, Space
+from spaces import Fidelity, Profile
 
 from ._constrained import ConstrainedSearch
 from ._queue import json_float, read_float
 from ._validate import MAX_COUNT, MAX_TOKENS, require
 from .base import Candidate, Result
-from .constraint import Constraint
 
 logger = logging.getLogger(__name__)
 
@@ -250,17 +249,8 @@ class StagedSearch(ConstrainedSearch):
     incumbent; ``entrants``; ``tokens_asked``.
     """
 
-    def __init__(
-        self,
-        space: Space,
-        seed: int,
-        *,
-        max_retries: int,
-        budget_tokens: int | None,
-        constraint: Constraint | None = None,
-    ) -> None:
-        super().__init__(space, seed, max_retries, constraint)
-        self._budget_tokens = budget_tokens
+    def _setup(self) -> None:
+        self._budget_tokens: int | None = self.config.budget_tokens
         self._round: SelectionRound | None = None
         self._incumbent: list[int] | None = None
         self._incumbent_fitness: float | None = None

@@ -21,7 +21,7 @@ from spaces import Space
 
 from ._stages import LevelArray, RoundPlan, StagedSearch, Stages, check_entrants, check_stages, schedule
 from ._validate import MAX_TOKENS, check_overrides, int_at_least, optional_int_at_least
-from .constraint import Constraint, allowed, sample_within
+from .constraint import allowed, sample_within
 
 logger = logging.getLogger(__name__)
 
@@ -124,15 +124,12 @@ class EvoPress(StagedSearch):
     """
 
     name: ClassVar[str] = "evopress"
+    config_class = EvoPressConfig
+    config: EvoPressConfig
 
-    def __init__(
-        self, space: Space, config: EvoPressConfig | None = None, seed: int = 0, constraint: Constraint | None = None
-    ) -> None:
-        self.config = config or EvoPressConfig()
-        super().__init__(
-            space, seed, max_retries=self.config.max_retries, budget_tokens=self.config.budget_tokens,
-            constraint=constraint,
-        )  # fmt: skip
+    def _setup(self) -> None:
+        super()._setup()
+        space, constraint = self.space, self.constraint
         self.generations = self._generations(space, self.config.generations)
         # Units with a single level cannot move (Space groups them together, vacuously equal).
         movable = [tuple(u for u in group if len(space.levels[u]) > 1) for group in space.switch_groups]

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self, TypeVar
 
-from spaces import Fidelity, Profile, Space
+from spaces import Fidelity, Profile
 
 from ._constrained import ConstrainedSearch
 from ._queue import FIXED_BATCH, json_float
@@ -32,7 +32,7 @@ from ._stages import (
 )
 from ._validate import MAX_TOKENS, check_overrides, int_at_least, require
 from .base import Candidate, Result
-from .constraint import Constraint, sample_within
+from .constraint import sample_within
 
 logger = logging.getLogger(__name__)
 
@@ -108,14 +108,8 @@ class RandomSearch(ConstrainedSearch):
     Sample i is candidate generation i; `best` is the lowest value seen. With a `constraint`,
     samples are exactly uniform over the feasible profiles that meet it (by rejection).
 
-    Args:
-        space: the search space.
-        config: tokens and budget.
-        seed: seeds the sampler.
-        constraint: a limit on an additive estimate (e.g. latency) every sample must meet.
-
-    Raises:
-        ConstraintError: a constraint no profile meets, or that uniform draws (nearly) never meet.
+    Built as ``cls(space, config, seed, constraint)`` (see `ConstrainedSearch`); the config holds
+    the tokens and budget, the seed seeds the sampler.
 
     Example:
         >>> from spaces import LayerInfo, Space, SparsityScheme
@@ -126,16 +120,10 @@ class RandomSearch(ConstrainedSearch):
     """
 
     name: ClassVar[str] = "random"
+    config_class = RandomSearchConfig
+    config: RandomSearchConfig
 
-    def __init__(
-        self,
-        space: Space,
-        config: RandomSearchConfig | None = None,
-        seed: int = 0,
-        constraint: Constraint | None = None,
-    ) -> None:
-        self.config = config or RandomSearchConfig()
-        super().__init__(space, seed, self.config.max_retries, constraint)
+    def _setup(self) -> None:
         self._drawn = 0
         self._best: tuple[list[int], float] | None = None
 
@@ -239,14 +227,8 @@ class RandomSearchSH(StagedSearch):
     the last stage, exactly as EvoPress's parent does, so the two differ only in where the
     entrants come from. The history has EvoPress's fields.
 
-    Args:
-        space: the search space.
-        config: samples, stages and budget.
-        seed: seeds the sampler.
-        constraint: a limit on an additive estimate (e.g. latency) every sample must meet.
-
-    Raises:
-        ConstraintError: a constraint no profile meets, or that uniform draws (nearly) never meet.
+    Built as ``cls(space, config, seed, constraint)`` (see `ConstrainedSearch`); the config holds
+    the samples, stages and budget, the seed seeds the sampler.
 
     Example:
         >>> from spaces import LayerInfo, Space, SparsityScheme
@@ -257,19 +239,11 @@ class RandomSearchSH(StagedSearch):
     """
 
     name: ClassVar[str] = "random-sh"
+    config_class = RandomSearchSHConfig
+    config: RandomSearchSHConfig
 
-    def __init__(
-        self,
-        space: Space,
-        config: RandomSearchSHConfig | None = None,
-        seed: int = 0,
-        constraint: Constraint | None = None,
-    ) -> None:
-        self.config = config or RandomSearchSHConfig()
-        super().__init__(
-            space, seed, max_retries=self.config.max_retries, budget_tokens=self.config.budget_tokens,
-            constraint=constraint,
-        )  # fmt: skip
+    def _setup(self) -> None:
+        super()._setup()
         self._rounds = 0  # rounds started
 
     def _plan(self) -> RoundPlan | None:
