@@ -9,11 +9,14 @@ from __future__ import annotations
 import fnmatch
 import importlib.util
 import re
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from spaces import BitwidthScheme, DropScheme, LevelScheme, MixedScheme, SparsityScheme
+
+from .sources import check_token_file, file_documents, is_token_file, outside
 
 #: Compressors allowed for each scheme; the first is the default.
 COMPRESSORS: dict[str, tuple[str, ...]] = {
@@ -195,12 +198,21 @@ class DataSpec(_Strict):
     """Calibration and held-out data.
 
     `source` is ``default`` (an offline corpus of real English text: the docstrings of the
-    Python standard library, present on every machine), a path to a text file, or
+    Python standard library, present on every machine), ``austen`` (Jane Austen's six novels,
+    from Debian's `r-cran-janeaustenr`), a path to a text file (documents split at blank lines)
+    or to a token file (`.npy`, `.safetensors`, `.pt`: token ids, one document per row), or
     ``dataset:NAME[:CONFIG[:SPLIT]]`` for a `datasets` dataset where installed and reachable.
+
+    Held-out text is by default the first documents of the source after a shuffle by the seed.
+    `heldout_source` takes all of it from another source instead (in that source's order; e.g.
+    ``austen`` beside the docstrings), and `heldout_documents` pins it to documents
+    ``[start, stop)`` of `source`, in order, never shuffled into calibration.
     """
 
     source: str = "default"
     text_field: str = "text"
+    heldout_source: str | None = None
+    heldout_documents: tuple[int, int] | None = Field(None, strict=False)
     seq_len: int = Field(128, ge=8, le=32768)
     calibration_tokens: int = Field(131072, ge=64, le=MAX_TOKENS)
     heldout_tokens: int = Field(16384, ge=64, le=MAX_TOKENS)
@@ -209,6 +221,28 @@ class DataSpec(_Strict):
     teacher_topk: int = Field(512, ge=1, le=1 << 20)
     teacher_cache_mb: int = Field(1024, ge=1, le=MAX_CACHE_MB)
     prefix_cache_mb: int = Field(1024, ge=0, le=MAX_CACHE_MB)
+
+    @field_validator("source", "heldout_source")
+    @classmethod
+    def _token_file(cls, source: str | None) -> str | None:
+        if source is not None and is_token_file(source):
+            check_token_file(Path(source).expanduser())
+        return source
+
+    @field_validator("heldout_documents")
+    @classmethod
+    def _pinned(cls, pinned: tuple[int, int] | None, info: ValidationInfo) -> tuple[int, int] | None:
+        if pinned is None:
+            return None
+        if not 0 <= pinned[0] < pinned[1]:
+            raise ValueError("a held-out range [start, stop) of document indices needs 0 <= start < stop")
+        if info.data.get("heldout_source") is not None:
+            raise ValueError("pins documents of data.source, but data.heldout_source is set too: keep one of them")
+        source = info.data.get("source")
+        count = file_documents(source) if source is not None else None
+        if count is not None and pinned[1] > count:
+            raise ValueError(outside(pinned, count, source))
+        return pinned
 
     @field_validator("heldout_tokens", "stats_tokens")
     @classmethod
