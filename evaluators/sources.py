@@ -85,12 +85,29 @@ def _shape_and_kind(path: Path) -> tuple[tuple[int, ...], bool]:
             header = json.loads(handle.read(size))
         entry = header[_safetensors_name(header, path)]
         return tuple(entry["shape"]), entry["dtype"] in _SAFETENSORS_INTS
-    array = read_tokens(path)
-    return array.shape, True
+    array = _load(path)
+    return array.shape, np.issubdtype(array.dtype, np.integer)
 
 
 def _first_line(exc: Exception) -> str:
     return str(exc).splitlines()[0] if str(exc) else repr(exc)
+
+
+def _load(path: Path) -> Any:
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    if suffix == ".safetensors":
+        from safetensors.numpy import load_file
+
+        tensors = load_file(path)
+        return tensors[_safetensors_name(dict.fromkeys(tensors), path)]
+    import torch
+
+    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(loaded, torch.Tensor):
+        raise TypeError(f"it holds a {type(loaded).__name__}, not one tensor of token ids")
+    return loaded.numpy()
 
 
 def read_tokens(path: Path) -> npt.NDArray[np.int64]:
@@ -99,26 +116,8 @@ def read_tokens(path: Path) -> npt.NDArray[np.int64]:
     Raises:
         ValueError: the file cannot be read, or holds no integer array.
     """
-    suffix = path.suffix.lower()
     try:
-        if suffix == ".npy":
-            array: Any = np.load(path, allow_pickle=False)
-        elif suffix == ".safetensors":
-            from safetensors.numpy import load_file
-
-            tensors = load_file(path)
-            array = tensors[_safetensors_name(dict.fromkeys(tensors), path)]
-        else:
-            import torch
-
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-            if not isinstance(loaded, torch.Tensor):
-                raise ValueError(f"{path} holds a {type(loaded).__name__}; expected one tensor of token ids")
-            if loaded.is_floating_point() or loaded.is_complex() or loaded.dtype == torch.bool:
-                raise ValueError(f"{path} holds {loaded.dtype} values; token ids are integers")
-            array = loaded.numpy()
-    except ValueError:
-        raise
+        array = _load(path)
     except Exception as exc:  # numpy, safetensors and torch each raise their own types for a bad file
         raise ValueError(f"cannot read token file {path}: {_first_line(exc)}") from None
     if not np.issubdtype(array.dtype, np.integer):
@@ -136,8 +135,6 @@ def check_token_file(path: Path) -> int:
         raise ValueError(f"token file {str(path)!r} does not exist")
     try:
         shape, integer = _shape_and_kind(path)
-    except ValueError:
-        raise
     except Exception as exc:  # a file numpy or the header parser cannot make sense of
         raise ValueError(f"cannot read token file {path}: {_first_line(exc)}") from None
     if not integer:
