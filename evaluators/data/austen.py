@@ -35,7 +35,8 @@ class _Reader:
     def __init__(self, raw: bytes) -> None:
         if raw[:2] != b"X\n":
             raise ValueError("not an XDR-serialized R object")
-        self.raw, self.pos, self.refs = raw, 2, []  # type: ignore[var-annotated]
+        self.raw, self.pos = raw, 2
+        self.refs: list[Any] = []
         version = self.int()
         self.pos += 8  # the writer's and the oldest reader's R versions
         if version == 3:
