@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from spaces import BitwidthScheme, DropScheme, LevelScheme, MixedScheme, SparsityScheme
 
-from .sources import check_token_file, file_documents, is_token_file, outside
+from .sources import austen_missing, check_token_file, file_documents, is_token_file, outside
 
 #: Compressors allowed for each scheme; the first is the default.
 COMPRESSORS: dict[str, tuple[str, ...]] = {
@@ -224,9 +224,16 @@ class DataSpec(_Strict):
 
     @field_validator("source", "heldout_source")
     @classmethod
-    def _token_file(cls, source: str | None) -> str | None:
+    def _readable(cls, source: str | None, info: ValidationInfo) -> str | None:
         if source is not None and is_token_file(source):
             check_token_file(Path(source).expanduser())
+        if source == "austen" and austen_missing():
+            raise ValueError(austen_missing())
+        if info.field_name == "heldout_source" and source is not None and source == info.data.get("source"):
+            raise ValueError(
+                "is data.source itself, so held-out text would be calibration text too; name another source, "
+                "or pin part of data.source with data.heldout_documents"
+            )
         return source
 
     @field_validator("heldout_documents")

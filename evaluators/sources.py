@@ -19,6 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 TOKEN_SUFFIXES = (".npy", ".safetensors", ".pt")
+#: Where Debian's `r-cran-janeaustenr` keeps Jane Austen's novels (the `austen` source).
+AUSTEN_DATA = Path("/usr/lib/R/site-library/janeaustenr/data")
 #: The integer dtypes of safetensors' header that token ids may have.
 _SAFETENSORS_INTS = {"I8", "I16", "I32", "I64", "U8", "U16", "U32", "U64"}
 
@@ -57,6 +59,14 @@ def outside(pinned: tuple[int, int], count: int, source: str) -> str:
         f"[{pinned[0]}, {pinned[1]}) is outside the {count:,} documents of {source!r} "
         f"(document indices run from 0 to {count - 1:,})"
     )
+
+
+def austen_missing(folder: Path = AUSTEN_DATA) -> str | None:
+    """Why the `austen` source cannot be read for want of its package, or None when it can."""
+    if (folder / "Rdata.rdx").is_file():
+        return None
+    command = "apt-get install r-cran-janeaustenr (scripts/services.sh does)"
+    return f"'austen' needs Debian's package r-cran-janeaustenr: {command}"
 
 
 def is_token_file(source: str) -> bool:

@@ -19,10 +19,9 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-#: Where Debian installs the package's data.
-AUSTEN_DATA = Path("/usr/lib/R/site-library/janeaustenr/data")
+from ..sources import AUSTEN_DATA, austen_missing
+
 NOVELS = ("sensesensibility", "prideprejudice", "mansfieldpark", "emma", "northangerabbey", "persuasion")
-INSTALL = "apt-get install r-cran-janeaustenr (scripts/services.sh does)"
 _CHAPTER = re.compile(r"^\s*chapter\s+([ivxlc]+|\d+)\b", re.IGNORECASE)
 # R's SEXP types this reader understands
 _NIL, _SYM, _LIST, _CHAR, _LGL, _INT, _REAL, _STR, _VEC = 254, 1, 2, 9, 10, 13, 14, 16, 19
@@ -137,8 +136,9 @@ def austen_chapters(folder: Path = AUSTEN_DATA) -> list[str]:
     Raises:
         ValueError: the package is not installed, or its data cannot be read.
     """
-    if not (folder / "Rdata.rdx").is_file():
-        raise ValueError(f"'austen' needs Debian's package r-cran-janeaustenr: {INSTALL}")
+    missing = austen_missing(folder)
+    if missing:
+        raise ValueError(missing)
     try:
         novels = _novels(folder)
     except (OSError, ValueError, KeyError, struct.error, zlib.error) as exc:

