@@ -4,7 +4,8 @@ A text file is split into documents at blank lines. A token file is a `.npy`, `.
 `.pt` file holding one integer array of token ids: one dimension is one document, two are one
 document per row. A `.safetensors` file holds that one tensor (or several, one named
 ``input_ids``); a `.pt` file holds a tensor saved with `torch.save`. Checked here with numpy
-alone (torch only for `.pt`), so `pressroom validate` finds a malformed file in milliseconds.
+alone (torch only for `.pt`), so `pressroom validate` finds a malformed file in milliseconds;
+so is whether Debian's package behind the `austen` source is installed.
 """
 
 from __future__ import annotations
