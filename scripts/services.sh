@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the services the tests talk to are up: PostgreSQL (started if it is down) and
-# Debian's chromium + chromedriver for the dashboard's browser test (installed if missing).
+# Debian's chromium + chromedriver for the dashboard's browser test, and Debian's r-cran-janeaustenr
+# (Jane Austen's novels, the held-out text of data.source/heldout_source `austen`), installed if missing.
 set -euo pipefail
 if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then
   if command -v pg_ctlcluster >/dev/null; then
@@ -12,5 +13,11 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/dev/null 2>&1 \
       || echo "warning: could not install chromium; the dashboard browser test will fail" >&2
+  fi
+fi
+if [ ! -f /usr/lib/R/site-library/janeaustenr/data/Rdata.rdb ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends r-cran-janeaustenr) \
+      >/dev/null 2>&1 || echo "warning: could not install r-cran-janeaustenr; the 'austen' data source will fail" >&2
   fi
 fi

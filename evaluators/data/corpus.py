@@ -1,4 +1,5 @@
-"""Text sources for calibration: the offline default corpus, a text file, a `datasets` dataset."""
+"""Data sources: the offline default corpus (the standard library's docstrings), Jane Austen's
+novels (`austen`), a text file, a token file, a `datasets` dataset."""
 
 from __future__ import annotations
 
@@ -8,11 +9,16 @@ import hashlib
 import json
 import logging
 import os
-import re
 import sys
 import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from ..sources import is_token_file, text_file_documents, token_documents
+from .austen import austen_chapters
 
 logger = logging.getLogger(__name__)
 
@@ -62,22 +68,6 @@ def _parse_stdlib(root: Path) -> tuple[str, ...]:
     return tuple(docs)
 
 
-def text_file_documents(path: Path) -> list[str]:
-    """A text file split into documents at blank lines.
-
-    Raises:
-        ValueError: the file cannot be read or holds no text.
-    """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"data.source: cannot read text file {str(path)!r}: {exc}") from None
-    docs = [part.strip() for part in re.split(r"\n\s*\n", text) if part.strip()]
-    if not docs:
-        raise ValueError(f"data.source: text file {str(path)!r} holds no text")
-    return docs
-
-
 def dataset_documents(reference: str, text_field: str) -> Iterator[str]:
     """Texts of a `datasets` dataset named ``NAME[:CONFIG[:SPLIT]]``, streamed.
 
@@ -102,16 +92,36 @@ def dataset_documents(reference: str, text_field: str) -> Iterator[str]:
             yield text
 
 
-def documents(source: str, text_field: str, cache_dir: Path | None) -> Iterator[str]:
-    """The documents of a `data.source`: ``default``, a text file path, or ``dataset:...``."""
+Document = str | npt.NDArray[np.int64]
+
+
+def documents(source: str, text_field: str, cache_dir: Path | None, key: str = "data.source") -> Iterator[Document]:
+    """The documents of a data source, in a fixed order: texts, or token ids from a token file.
+
+    `source` is ``default`` (the standard library's docstrings), ``austen`` (Jane Austen's novels,
+    one document per chapter), a text file, a token file or ``dataset:...``; `key` names the
+    spec key in errors.
+    """
     if source == "default":
         yield from stdlib_docstrings(cache_dir)
+    elif source == "austen":
+        try:
+            yield from austen_chapters()
+        except ValueError as exc:
+            raise ValueError(f"{key}: {exc}") from None
     elif source.startswith("dataset:"):
         yield from dataset_documents(source.removeprefix("dataset:"), text_field)
     else:
         path = Path(source).expanduser()
         if not path.is_file():
             raise ValueError(
-                f"data.source: {source!r} is neither 'default', 'dataset:NAME[:CONFIG[:SPLIT]]' nor an existing file"
+                f"{key}: {source!r} is neither 'default', 'dataset:NAME[:CONFIG[:SPLIT]]', 'austen' nor an "
+                "existing file"
             )
-        yield from text_file_documents(path)
+        if is_token_file(source):
+            try:
+                yield from token_documents(path)
+            except ValueError as exc:
+                raise ValueError(f"{key}: {exc}") from None
+        else:
+            yield from text_file_documents(path)

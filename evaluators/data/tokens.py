@@ -18,7 +18,8 @@ import torch
 from spaces import Fidelity
 
 from ..config import DataSpec
-from .corpus import documents
+from ..sources import outside
+from .corpus import Document, documents
 
 logger = logging.getLogger(__name__)
 
@@ -77,22 +78,11 @@ class TokenData:
             raise ValueError(f"data.seq_len {self.seq_len} leaves no room for tokens besides the special ones")
         need_held = math.ceil(spec.heldout_tokens / self.seq_len)
         need_cal = math.ceil(spec.calibration_tokens / self.seq_len)
-        texts: Iterator[str] = documents(spec.source, spec.text_field, cache_dir)
-        if not spec.source.startswith("dataset:"):  # a finite source: shuffle whole documents
-            shuffled = list(texts)
-            random.Random(seed).shuffle(shuffled)
-            texts = iter(shuffled)
-        streams: list[list[int]] = [[], []]
         targets = (need_held * content, need_cal * content)
-        which = 0
-        for text in texts:
-            ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
-            streams[which].extend(ids + self._separator)
-            if len(streams[which]) >= targets[which]:
-                which += 1
-                if which == 2:
-                    break
-        if which < 2:
+        self._tokenizer, self._vocab = tokenizer, len(tokenizer)
+        held_docs, cal_docs = self._split(spec, seed, cache_dir)
+        streams = [self._fill(held_docs, targets[0]), self._fill(cal_docs, targets[1])]
+        if len(streams[0]) < targets[0] or len(streams[1]) < targets[1]:
             got = len(streams[0]) + len(streams[1])
             raise ValueError(
                 f"data.source {spec.source!r} gives {got:,} tokens, but held-out + calibration need "
@@ -102,6 +92,41 @@ class TokenData:
         self.calibration = self._blocks(streams[1], need_cal, content)
         digest = hashlib.sha256(self.calibration.tobytes() + self.heldout.tobytes())
         self.fingerprint = digest.hexdigest()[:16]
+
+    @staticmethod
+    def _split(spec: DataSpec, seed: int, cache_dir: Path | None) -> tuple[Iterator[Document], Iterator[Document]]:
+        """The documents held-out and calibration blocks are cut from, in the order they are used."""
+        texts: Iterator[Document] = documents(spec.source, spec.text_field, cache_dir)
+        if spec.heldout_source is not None:  # held-out from another source, in its own order
+            held = documents(spec.heldout_source, spec.text_field, cache_dir, key="data.heldout_source")
+            return held, _shuffled(texts, seed, spec.source)
+        if spec.heldout_documents is not None:  # pinned: these documents, in order, and only these
+            docs = list(texts)
+            start, stop = spec.heldout_documents
+            if stop > len(docs):
+                raise ValueError(f"data.heldout_documents: {outside((start, stop), len(docs), spec.source)}")
+            return iter(docs[start:stop]), _shuffled(iter(docs[:start] + docs[stop:]), seed, spec.source)
+        # one iterator: held-out takes the first documents, calibration continues after them
+        texts = _shuffled(texts, seed, spec.source)
+        return texts, texts
+
+    def _fill(self, docs: Iterator[Document], target: int) -> list[int]:
+        """Whole documents' tokens, each followed by the separator, until `target` are taken."""
+        stream: list[int] = []
+        for doc in docs:
+            if isinstance(doc, str):
+                ids = self._tokenizer(doc, add_special_tokens=False, verbose=False)["input_ids"]
+            else:
+                if doc.size and not 0 <= doc.min() <= doc.max() < self._vocab:
+                    raise ValueError(
+                        f"data.source: a token file holds ids from {doc.min()} to {doc.max()}, outside the "
+                        f"tokenizer's vocabulary of {self._vocab:,}; was it made with this model's tokenizer?"
+                    )
+                ids = doc.tolist()
+            stream.extend(ids + self._separator)
+            if len(stream) >= target:
+                break
+        return stream
 
     def _blocks(self, stream: list[int], count: int, content: int) -> npt.NDArray[np.int64]:
         rows = [self._prefix + stream[i * content : (i + 1) * content] + self._suffix for i in range(count)]
@@ -148,6 +173,15 @@ class TokenData:
                 # An encoder's cut block still ends in [SEP], as every input it was trained on did.
                 ids[-1, keep - len(self._suffix) : keep] = torch.tensor(self._suffix)
         return Batch(ids, mask)
+
+
+def _shuffled(docs: Iterator[Document], seed: int, source: str) -> Iterator[Document]:
+    """A finite source's whole documents in an order fixed by the seed; a dataset is streamed as is."""
+    if source.startswith("dataset:"):
+        return docs
+    shuffled = list(docs)
+    random.Random(seed).shuffle(shuffled)
+    return iter(shuffled)
 
 
 def _pool_key(split: str) -> str:

@@ -58,7 +58,9 @@ def test_every_built_in_loads_offline_with_its_task_detected(models, name, task)
     with torch.no_grad():
         out = loaded.model(input_ids=ids)
     assert out[0].shape[:2] == ids.shape
-    assert {name.removeprefix("pressroom:") for name in BUILTINS} == {"minilm", "tiny-llama", "tiny-gpt2", "tiny-bert"}
+    # every built-in is loaded here, but SmolLM2 (a 30 s conversion): test_smollm2.py loads it, marked slow
+    builtins = {name.removeprefix("pressroom:") for name in BUILTINS} - {"smollm2-135m"}
+    assert builtins == {"minilm", "tiny-llama", "tiny-gpt2", "tiny-bert"}
 
 
 def test_fingerprints_are_deterministic_and_tell_models_apart(models):

@@ -18,8 +18,9 @@ import torch
 
 from evaluators import DataSpec, TokenData
 from evaluators.data import corpus as corpus_module
-from evaluators.data.corpus import documents, stdlib_docstrings, text_file_documents
+from evaluators.data.corpus import documents, stdlib_docstrings
 from evaluators.models import byte_tokenizer
+from evaluators.sources import text_file_documents
 from spaces import Fidelity
 
 SEQ = 64
