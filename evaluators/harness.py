@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Sequence
@@ -51,6 +52,15 @@ def task_config(name: str) -> str | dict[str, Any]:
     return config
 
 
+@functools.lru_cache(maxsize=4)
+def task_manager(include_path: str | None = None) -> Any:
+    """lm-eval's index of its tasks (and those under `include_path`), built once: it reads
+    thousands of YAML files, seconds each time."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=include_path)
+
+
 def accuracy(
     model: nn.Module,
     tokenizer: Any,
@@ -82,9 +92,8 @@ def accuracy(
     require_lm_eval()
     import lm_eval
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
 
-    manager = TaskManager(include_path=None if include_path is None else str(include_path))
+    manager = task_manager(None if include_path is None else str(include_path))
     unknown = [n for n in tasks if n not in LOCAL_TASKS and n not in manager.all_tasks]
     if unknown:
         raise ValueError(
@@ -109,4 +118,4 @@ def accuracy(
     return scores
 
 
-__all__ = ["INSTALL", "LOCAL_TASKS", "METRICS", "TASKS_DIR", "accuracy", "require_lm_eval", "task_config"]
+__all__ = ["INSTALL", "LOCAL_TASKS", "METRICS", "TASKS_DIR", "accuracy", "require_lm_eval", "task_config", "task_manager"]
