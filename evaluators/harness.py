@@ -118,4 +118,13 @@ def accuracy(
     return scores
 
 
-__all__ = ["INSTALL", "LOCAL_TASKS", "METRICS", "TASKS_DIR", "accuracy", "require_lm_eval", "task_config", "task_manager"]
+__all__ = [
+    "INSTALL",
+    "LOCAL_TASKS",
+    "METRICS",
+    "TASKS_DIR",
+    "accuracy",
+    "require_lm_eval",
+    "task_config",
+    "task_manager",
+]
