@@ -34,6 +34,7 @@ from .data import Batch, TokenData
 from .database import CompressionDatabase, Progress
 from .inventory import build_space, take_inventory, weight_view
 from .models import LoadedModel, load_model, max_positions
+from .perplexity import Perplexity, sliding_perplexity
 from .stats import collect_stats, owl_outlier_ratios
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,8 @@ class EvalResult:
         tokens: tokens forwarded.
         seconds: wall time, switching and teacher included.
         switched: layers whose weights were rewritten.
-        perplexity: held-out perplexity of a causal LM, when asked for.
+        perplexity: held-out perplexity of a causal LM (sliding windows, see `Evaluator.perplexity`),
+            on held-out evaluations.
         reused: the share of block passes taken from the prefix cache instead of computed.
     """
 
@@ -256,13 +258,13 @@ class Evaluator:
         return self._teacher.get(key, compute)
 
     @torch.no_grad()
-    def measure(self, fidelity: Fidelity, *, perplexity: bool = False) -> EvalResult:
+    def measure(self, fidelity: Fidelity) -> EvalResult:
         """The fitness of whatever the model holds now, on `fidelity`'s tokens."""
         start = time.perf_counter()
         batch = self.data.batch(fidelity)
         key = (fidelity.split, fidelity.batch, fidelity.tokens)
         teacher = self.teacher_outputs(batch, key)
-        total, count, nll, targets = 0.0, 0, 0.0, 0
+        total, count = 0.0, 0
         hidden = int(self.model.config.hidden_size)
         reused = self.prefix.reused
         self.prefix.begin(key, batch.input_ids.numel() * hidden * self._zero.element_size())
@@ -278,25 +280,31 @@ class Evaluator:
                 keep = chunk.attention_mask.reshape(-1).bool()
                 total += fit.kl_sum(reference, outputs.reshape(-1, outputs.shape[-1])[keep])
                 count += int(keep.sum())
-                if perplexity:
-                    s, n = fit.nll_sum(outputs, chunk.input_ids, chunk.attention_mask)
-                    nll, targets = nll + s, targets + n
             else:
                 total += fit.distortion_sum(reference, outputs, self.metric)
                 count += outputs.shape[0]
         self.prefix.end()
         passes = len(self.prefix.blocks) * len(teacher)
-        ppl = float(torch.tensor(nll / max(targets, 1)).exp()) if perplexity and targets else None
         share = (self.prefix.reused - reused) / passes
-        return EvalResult(total / count, batch.tokens, time.perf_counter() - start, 0, ppl, share)
+        return EvalResult(total / count, batch.tokens, time.perf_counter() - start, 0, None, share)
+
+    def perplexity(self, tokens: int) -> Perplexity:
+        """The perplexity of whatever the model holds now on the first `tokens` held-out tokens, by
+        the sliding-window evaluation: windows of `data.seq_len` tokens every `data.seq_len // 2`."""
+        batch = self.data.first(tokens, "heldout")
+        stream = batch.input_ids[batch.attention_mask.bool()]  # a causal LM's blocks are one stream cut up
+        return sliding_perplexity(self.model, stream, self.data.seq_len, self.data.seq_len // 2, self.chunk_rows())
 
     def evaluate(self, profile: Profile | Mapping[str, int] | None, fidelity: Fidelity) -> EvalResult:
         """Switch to `profile` (None = dense) and measure it on `fidelity`'s tokens."""
         start = time.perf_counter()
         switched = self.apply(profile)
-        result = self.measure(fidelity, perplexity=fidelity.split == "heldout" and self.task == "causal-lm")
+        result = self.measure(fidelity)
+        ppl = (
+            self.perplexity(fidelity.tokens).value if fidelity.split == "heldout" and self.task == "causal-lm" else None
+        )
         seconds = time.perf_counter() - start
-        return EvalResult(result.fitness, result.tokens, seconds, switched, result.perplexity, result.reused)
+        return EvalResult(result.fitness, result.tokens, seconds, switched, ppl, result.reused)
 
     def heldout(self, profile: Profile | Mapping[str, int] | None, tokens: int | None = None) -> EvalResult:
         """The profile's fitness (and perplexity, for causal LMs) on the held-out split."""

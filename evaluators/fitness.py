@@ -74,19 +74,6 @@ def kl_sum(teacher: TopK, student_logits: torch.Tensor) -> float:
     return float(kl_terms(teacher, student_logits).sum())
 
 
-def nll_sum(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor) -> tuple[float, int]:
-    """Sum of next-token negative log-likelihoods and how many targets, for perplexity.
-
-    Args:
-        logits: (B, S, V); input_ids, mask: (B, S).
-    """
-    logp = F.log_softmax(logits[:, :-1].double(), dim=-1)
-    targets = input_ids[:, 1:]
-    valid = (mask[:, 1:] * mask[:, :-1]).bool()
-    picked = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    return float(-picked[valid].sum()), int(valid.sum())
-
-
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Sentence embeddings: the mean of the token states under the mask, L2-normalised.
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ..spec.config import SpecError
-from . import launch, prepare, results, searches
+from . import launch, prepare, results, searches, zeroshot
 from .common import UsageError, err
 
 app = typer.Typer(
@@ -42,6 +42,7 @@ app.command("dashboard")(results.dashboard)
 app.command("best")(results.best)
 app.command("export")(results.export)
 app.command("apply")(results.apply)
+app.command("eval")(zeroshot.eval_command)
 app.command("register")(results.register)
 
 

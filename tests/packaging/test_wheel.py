@@ -40,3 +40,9 @@ def test_the_wheel_holds_the_four_packages_and_the_console_script(tmp_path: Path
     assert top == {"spaces", "search", "workers", "evaluators"}
     assert "[console_scripts]" in scripts and "pressroom = search.cli:main" in scripts
     assert not any("/tests/" in n or n.startswith(("tests/", "benchmarks/")) for n in names)
+    shipped = {
+        f"evaluators/tasks/{name}.{ext}"
+        for name in ("pressroom_facts", "pressroom_sequences")
+        for ext in ("yaml", "jsonl")
+    }
+    assert shipped <= set(names)  # the zero-shot tasks `pressroom eval` runs offline
