@@ -34,7 +34,7 @@ from .data import Batch, TokenData
 from .database import CompressionDatabase, Progress
 from .inventory import build_space, take_inventory, weight_view
 from .models import LoadedModel, load_model, max_positions
-from .perplexity import Perplexity, sliding_perplexity
+from .quality.perplexity import Perplexity, sliding_perplexity
 from .stats import collect_stats, owl_outlier_ratios
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Writes the two small zero-shot tasks shipped in evaluators/tasks/ (JSONL, one item a line).
+"""Writes the two small zero-shot tasks shipped in evaluators/quality/tasks/ (JSONL, one item a line).
 
 Every item is generated from the tables below, which pressroom's developers wrote for this purpose
 (simple English facts and sequences, no text taken from any dataset); they are released with

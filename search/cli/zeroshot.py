@@ -68,7 +68,7 @@ def eval_command(
 ) -> None:
     """Zero-shot accuracy (lm-evaluation-harness) of the dense model and of the compressed one."""
     from evaluators.export import compressed_evaluator
-    from evaluators.harness import accuracy, require_lm_eval
+    from evaluators.quality.zeroshot import accuracy, require_lm_eval
 
     names = [name.strip() for name in tasks.split(",") if name.strip()]
     if not names:

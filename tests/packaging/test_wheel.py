@@ -41,7 +41,7 @@ def test_the_wheel_holds_the_four_packages_and_the_console_script(tmp_path: Path
     assert "[console_scripts]" in scripts and "pressroom = search.cli:main" in scripts
     assert not any("/tests/" in n or n.startswith(("tests/", "benchmarks/")) for n in names)
     shipped = {
-        f"evaluators/tasks/{name}.{ext}"
+        f"evaluators/quality/tasks/{name}.{ext}"
         for name in ("pressroom_facts", "pressroom_sequences")
         for ext in ("yaml", "jsonl")
     }

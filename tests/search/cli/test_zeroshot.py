@@ -5,8 +5,8 @@ import re
 import numpy as np
 import pytest
 
-from evaluators.harness import LOCAL_TASKS, accuracy
 from evaluators.models import build_tiny
+from evaluators.quality.zeroshot import LOCAL_TASKS, accuracy
 from tests.search.conftest import tiny_search
 
 

@@ -1,6 +1,6 @@
 """Zero-shot accuracy of a causal LM in memory through lm-evaluation-harness (`lm-eval`).
 
-pressroom ships two small local tasks (`LOCAL_TASKS`: multiple-choice items in `evaluators/tasks/`,
+pressroom ships two small local tasks (`LOCAL_TASKS`: multiple-choice items in `evaluators/quality/tasks/`,
 written for pressroom, Apache-2.0) that run offline; any other name is one of lm-eval's own tasks
 (``arc_easy``, ``hellaswag``, ``piqa``, ``winogrande``...), whose datasets lm-eval downloads from
 the Hugging Face Hub, or a task YAML under a folder given as `include_path`.

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from evaluators.models import build_tiny
-from evaluators.perplexity import Window, sliding_perplexity, windows
+from evaluators.quality.perplexity import Window, sliding_perplexity, windows
 
 
 @pytest.fixture(scope="module")

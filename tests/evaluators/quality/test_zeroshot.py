@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from evaluators.harness import LOCAL_TASKS, TASKS_DIR, accuracy, task_config
 from evaluators.models import build_tiny
+from evaluators.quality.zeroshot import LOCAL_TASKS, TASKS_DIR, accuracy, task_config
 
 
 @pytest.mark.parametrize("name", LOCAL_TASKS)
