@@ -61,6 +61,30 @@ def task_manager(include_path: str | None = None) -> Any:
     return TaskManager(include_path=include_path)
 
 
+def check_tasks(tasks: Sequence[str], include_path: Path | None = None) -> Any:
+    """lm-eval's task index, once every name in `tasks` is known to it or shipped.
+
+    When every task is a shipped one, the Hugging Face libraries are told to stay offline
+    (``HF_DATASETS_OFFLINE=1``, ``HF_HUB_OFFLINE=1``) unless the environment says otherwise; they
+    read it when first imported, so this comes before lm-eval is.
+
+    Raises:
+        ValueError: lm-eval is missing, or names the tasks it does not know.
+    """
+    if all(name in LOCAL_TASKS for name in tasks):
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    require_lm_eval()
+    manager = task_manager(None if include_path is None else str(include_path))
+    unknown = [n for n in tasks if n not in LOCAL_TASKS and n not in manager.all_tasks]
+    if unknown:
+        raise ValueError(
+            f"lm-eval knows no task {', '.join(unknown)}; shipped tasks: {', '.join(LOCAL_TASKS)} "
+            "(or any lm-eval task name, e.g. arc_easy, hellaswag, piqa, winogrande)"
+        )
+    return manager
+
+
 def accuracy(
     model: nn.Module,
     tokenizer: Any,
@@ -70,10 +94,8 @@ def accuracy(
     limit: int | None = None,
     include_path: Path | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Each task's accuracy metrics (`METRICS`) for `model` as it is now, zero-shot.
-
-    When every task is a shipped one, the Hugging Face libraries are told to stay offline
-    (``HF_DATASETS_OFFLINE=1``) unless the environment says otherwise.
+    """Each task's accuracy metrics (`METRICS`) for `model` as it is now, zero-shot (offline for
+    the shipped tasks: see `check_tasks`).
 
     Args:
         model: a `transformers` causal LM; it is evaluated where it is, in its dtype.
@@ -86,20 +108,10 @@ def accuracy(
     Raises:
         ValueError: lm-eval is missing, or a task is not known (with the reason).
     """
-    if all(name in LOCAL_TASKS for name in tasks):
-        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    require_lm_eval()
+    manager = check_tasks(tasks, include_path)
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
-    manager = task_manager(None if include_path is None else str(include_path))
-    unknown = [n for n in tasks if n not in LOCAL_TASKS and n not in manager.all_tasks]
-    if unknown:
-        raise ValueError(
-            f"lm-eval knows no task {', '.join(unknown)}; shipped tasks: {', '.join(LOCAL_TASKS)} "
-            "(or any lm-eval task name, e.g. arc_easy, hellaswag, piqa, winogrande)"
-        )
     wrapped = HFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=batch_size)
     results = lm_eval.simple_evaluate(
         model=wrapped,
@@ -124,6 +136,7 @@ __all__ = [
     "METRICS",
     "TASKS_DIR",
     "accuracy",
+    "check_tasks",
     "require_lm_eval",
     "task_config",
     "task_manager",

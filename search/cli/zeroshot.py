@@ -68,13 +68,13 @@ def eval_command(
 ) -> None:
     """Zero-shot accuracy (lm-evaluation-harness) of the dense model and of the compressed one."""
     from evaluators.export import compressed_evaluator
-    from evaluators.quality.zeroshot import accuracy, require_lm_eval
+    from evaluators.quality.zeroshot import accuracy, check_tasks
 
     names = [name.strip() for name in tasks.split(",") if name.strip()]
     if not names:
         raise UsageError("--tasks names no task")
-    try:
-        require_lm_eval()
+    try:  # before the model loads: a missing lm-eval or an unknown task fails in seconds
+        check_tasks(names, include_path)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     profile, evaluator_spec = _profile_and_spec(target, spec_path, storage, cache_dir)

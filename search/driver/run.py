@@ -245,6 +245,9 @@ def run_search(
         if measured is not None:
             heldout["best"]["latency"] = measured["chosen"]
         writer.study_attr(HELDOUT, heldout)  # through the writer, retried while the database is away
+        for observer in observers:
+            if isinstance(observer, MlflowTracker):
+                observer.log_heldout(heldout)
         if not writer.close(timeout=120):
             raise SearchError("the storage took no writes for 120 s; rerun the same command once it is back")
         return SearchOutcome(

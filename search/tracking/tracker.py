@@ -2,9 +2,11 @@
 
 The run holds the spec as parameters (flattened, passwords redacted), per-generation metrics
 (``best_fitness``, ``fitness`` of the generation's winner, ``parent_fitness`` of the re-evaluated
-parent; step = generation), and at the end the best profile, the history and the figures as
-artifacts. Tags link it to its study and storage, without credentials. A resumed search
-continues its run (found by study, storage and spec fingerprint) instead of starting another.
+parent; step = generation), at the end the best profile, the history and the figures as
+artifacts, and the held-out report (``heldout.<profile>.fitness`` and, for a causal LM,
+``heldout.<profile>.perplexity`` of the uniform and the best profile). Tags link it to its study
+and storage, without credentials. A resumed search continues its run (found by study, storage
+and spec fingerprint) instead of starting another.
 
 All MLflow calls after the run is created happen on a background thread, so a slow tracking
 server never stalls the search; the run is ended FINISHED when the search finishes, KILLED when
@@ -197,6 +199,20 @@ class MlflowTracker:
         self._log_history(history)
         best = algorithm.best
         self._worker.submit(lambda: self._finish(algorithm.space, best, history))
+
+    def log_heldout(self, report: Mapping[str, Mapping[str, Any]]) -> None:
+        """The held-out report's fitness and perplexity per profile, as metrics ``heldout.<profile>.<key>``."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(f"heldout.{name}.{key}", float(row[key]), now, 0)
+            for name, row in report.items()
+            for key in ("fitness", "perplexity")
+            if isinstance(row.get(key), int | float) and math.isfinite(row[key])
+        ]
+        if metrics:
+            self._worker.submit(lambda: self.client.log_batch(self.run_id, metrics=metrics))
 
     def close(self, timeout: float | None = 120.0) -> None:
         """Finish what is queued; a run whose search did not finish is ended KILLED."""

@@ -112,6 +112,9 @@ def test_a_search_logs_one_run_with_spec_metrics_profile_and_figures(mlflow_serv
     assert tags[TAG_STORAGE] == params["storage"] and tags[TAG_STUDY] == STUDY
     everything = json.dumps([params, tags, run.data.metrics])
     assert SECRET not in everything and SECRET_VAR not in tags[TAG_STORAGE]
+    for name, row in searched.outcome.heldout.items():  # held-out KL and perplexity, uniform and best
+        for key in ("fitness", "perplexity"):
+            assert run.data.metrics[f"heldout.{name}.{key}"] == pytest.approx(row[key])
 
     history = {m: client.get_metric_history(run.info.run_id, m) for m in ("best_fitness", "fitness", "parent_fitness")}
     assert sorted(m.step for m in history["best_fitness"]) == [1, 2, 3, 4]  # one per generation
