@@ -93,6 +93,10 @@ def best(
     )
     trial = "" if found.trial is None else f"trial {found.trial}, "
     err.print(f"{study}: fitness {found.fitness:.6g} ({trial}{origin})", markup=False, highlight=False)
+    if found.heldout and found.heldout.get("fitness") is not None:
+        ppl = found.heldout.get("perplexity")
+        shown = f"held-out: fitness {found.heldout['fitness']:.6g}" + ("" if ppl is None else f", perplexity {ppl:.4g}")
+        err.print(shown, markup=False, highlight=False)
     if fmt == "json":
         _emit(found.profile.to_json() + "\n", output)
     elif fmt == "yaml":

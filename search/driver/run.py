@@ -28,7 +28,7 @@ from ..results.dashboard import attach_figures
 from ..secrets import redact_text, url_secrets
 from ..spec.config import Spec, algorithm_registry
 from ..storage.lease import Lease
-from ..storage.study import METRIC, SPACE, SPEC, SearchStudy, StorageError, check_fingerprint, connect
+from ..storage.study import HELDOUT, METRIC, SPACE, SPEC, SearchStudy, StorageError, check_fingerprint, connect
 from ..storage.writer import StorageWriteError, TrialWriter
 from ..tracking.tracker import MlflowTracker, TrackingError
 from .coordinator import Coordinator, Listener
@@ -36,8 +36,6 @@ from .latency_search import LATENCY, LatencyError, LatencyModel
 from .progress import LiveView
 
 logger = logging.getLogger(__name__)
-
-HELDOUT = "pressroom.heldout"
 
 
 class SearchError(RuntimeError):

@@ -26,7 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 from evaluators.config import EvaluatorSpec
 from spaces import LayerInfo, Profile, Space, scheme_from_dict
 
-from ..storage.study import BEST, SPACE, SPEC, StorageError, connect, describe_trials, fitness_of
+from ..storage.study import BEST, HELDOUT, SPACE, SPEC, StorageError, connect, describe_trials, fitness_of
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ class Best:
         source: `FROM_SEARCH` (the finished search's answer) or `FROM_TRIAL` (the best
             completed trial of a search without an answer yet).
         algorithm: the algorithm that found it.
+        heldout: the finished search's held-out measurement of it (``fitness``, ``perplexity`` for
+            a causal LM, ``average``), when the study has one.
     """
 
     profile: Profile
@@ -59,6 +61,7 @@ class Best:
     trial: int | None
     source: str
     algorithm: str | None
+    heldout: Mapping[str, Any] | None = None
 
 
 def open_storage(storage: str | BaseStorage) -> BaseStorage:
@@ -179,7 +182,9 @@ def find_best(storage: str | BaseStorage, study: str) -> Best:
         fitness = float(answer["fitness"])
         matches = [t.number for t in completed if t.user_attrs["levels"] == levels and fitness_of(t) == fitness]
         trial = matches[-1] if matches else None
-        return Best(profile_from_levels(record, levels), fitness, study, trial, FROM_SEARCH, answer.get("algorithm"))
+        heldout = attrs.get(HELDOUT, {}).get("best")
+        profile = profile_from_levels(record, levels)
+        return Best(profile, fitness, study, trial, FROM_SEARCH, answer.get("algorithm"), heldout)
     if not completed:
         counts = ", ".join(f"{state.lower()} {n}" for state, n in sorted(describe_trials(trials).items()))
         raise ResultsError(

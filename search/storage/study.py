@@ -32,6 +32,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial would
 CHECKPOINT = "pressroom.checkpoint"
 PROGRESS = "pressroom.progress"
 BEST = "pressroom.best"
+HELDOUT = "pressroom.heldout"  # the held-out report of a finished search: uniform and best
 FINGERPRINT = "pressroom.fingerprint"
 SPEC = "pressroom.spec"
 SPACE = "pressroom.space"

@@ -21,7 +21,7 @@ from search import ResultsError, find_best, load_best
 from search.results.best import FROM_SEARCH, FROM_TRIAL, record_space
 from search.results.exports import FORMATS, LLMC_MODIFIERS, layer_values, read_profile, write_profile
 from search.spec.config import load_spec_text
-from search.storage.study import BEST, SPACE, SPEC, SearchStudy, connect
+from search.storage.study import BEST, HELDOUT, SPACE, SPEC, SearchStudy, connect
 from spaces import Profile
 from tests.search.conftest import tiny_search
 
@@ -106,6 +106,25 @@ def test_best_is_the_best_completed_final_stage_trial_never_a_pruned_or_failed_o
     answer = find_best(storage, "best-of-trials")
     assert (answer.source, answer.trial, answer.fitness) == (FROM_SEARCH, 4, 0.25)
     assert answer.profile == space.from_array(profiles[4])
+    assert answer.heldout is None
+
+
+def test_best_shows_the_held_out_fitness_and_perplexity_of_a_finished_search(
+    make_evaluator, cache_dir, run_cli, tmp_path
+):
+    space = _evaluator(make_evaluator, cache_dir).space
+    levels = space.sample_array(np.random.default_rng(3))
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    rows = [(TrialState.COMPLETE, levels, 0.2, {})]
+    study_id = _make_study(url, "finished", space, _spec(cache_dir).public_dict(), rows)
+    report = {"uniform": {"fitness": 0.3, "perplexity": 9.5}, "best": {"fitness": 0.21, "perplexity": 8.25}}
+    storage = connect(url)
+    storage.set_study_user_attr(study_id, BEST, {"levels": [int(v) for v in levels], "fitness": 0.2})
+    storage.set_study_user_attr(study_id, HELDOUT, report)
+    assert find_best(url, "finished").heldout == report["best"]
+    shown = run_cli("best", "finished", "--storage", url)
+    assert shown.returncode == 0, shown.stderr
+    assert "held-out: fitness 0.21, perplexity 8.25" in shown.stderr
 
 
 @pytest.mark.postgres
