@@ -35,6 +35,7 @@ EXPECTED: dict[str, list[str]] = {
     "storage": [r'"create \(json attribute\)": "[\d.]+ ms"'],
     "quality_minilm": [r'"heldout_mean": \d'],
     "quality_causal": [r'"heldout_mean": \d', r'"perplexity_mean": \d'],
+    "quality_smollm2": [r'"heldout_mean": \d', r"\n\| evopress \| \d"],
     "gpu_check": [r"no CUDA, skipped|all CUDA checks passed"],  # CI has no GPU
 }
 #: Parts that a flag adds, and the line each prints.
@@ -48,8 +49,14 @@ SERVICES = {
     "coordinator": [pytest.mark.postgres, pytest.mark.ray],
     "quality_minilm": [pytest.mark.ray],
     "quality_causal": [pytest.mark.ray],
+    "quality_smollm2": [pytest.mark.ray],
 }
-FORBIDDEN = {"prefix": r"\bNO\b", "quality_minilm": r'"heldout_mean": null', "quality_causal": r'"heldout_mean": null'}
+FORBIDDEN = {
+    "prefix": r"\bNO\b",
+    "quality_minilm": r'"heldout_mean": null',
+    "quality_causal": r'"heldout_mean": null',
+    "quality_smollm2": r'"heldout_mean": null',
+}
 
 
 def documented_commands() -> list[tuple[str, list[str]]]:

@@ -58,4 +58,7 @@ def test_a_short_search_on_smollm2_beats_uniform_on_held_out_austen(cache_dir, r
     uniform, best = heldout["uniform"], heldout["best"]
     assert uniform["error"] is None and best["error"] is None
     assert uniform["average"] == pytest.approx(0.7) and best["average"] == pytest.approx(0.7)
-    assert best["fitness"] < uniform["fitness"], heldout  # KL to the dense model on Austen
+    # KL to the dense model on Austen. The margin is thin at this size (measured on 2 CPUs: seed 0,
+    # 2.7573 against uniform's 2.7692, -0.4 %; seed 1, 2.8725 against 2.8778, -0.2 %): a search
+    # this short barely leaves the uniform start (docs/benchmarks.md, the SmolLM2 table).
+    assert best["fitness"] < uniform["fitness"], heldout
