@@ -10,10 +10,13 @@ pressroom under Apache-2.0. Distractors are drawn with a fixed seed, so the file
 from __future__ import annotations
 
 import json
+import logging
 import random
 from pathlib import Path
 
-FOLDER = Path(__file__).resolve().parents[1] / "evaluators" / "tasks"
+logger = logging.getLogger(__name__)
+
+FOLDER = Path(__file__).resolve().parents[1] / "evaluators" / "quality" / "tasks"
 
 CAPITALS = {
     "France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid", "Portugal": "Lisbon",
@@ -116,8 +119,9 @@ def main() -> None:
         with (FOLDER / f"{name}.jsonl").open("w") as f:
             for item in items:
                 f.write(json.dumps(item) + "\n")
-        print(f"{name}: {len(items)} items")
+        logger.info("%s: %d items", name, len(items))
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     main()

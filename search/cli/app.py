@@ -32,18 +32,23 @@ def _root(
     )
 
 
-app.command("validate")(prepare.validate)
-app.command("build-db")(prepare.build_db)
-app.command("search")(searches.search_command)
-app.command("compare")(searches.compare_command)
-app.command("status")(searches.status)
-app.command("launch")(launch.launch_command)
-app.command("dashboard")(results.dashboard)
-app.command("best")(results.best)
-app.command("export")(results.export)
-app.command("apply")(results.apply)
-app.command("eval")(zeroshot.eval_command)
-app.command("register")(results.register)
+#: Each command's name and function, in the order `--help` lists them.
+COMMANDS = (
+    ("validate", prepare.validate),
+    ("build-db", prepare.build_db),
+    ("search", searches.search_command),
+    ("compare", searches.compare_command),
+    ("status", searches.status),
+    ("launch", launch.launch_command),
+    ("dashboard", results.dashboard),
+    ("best", results.best),
+    ("export", results.export),
+    ("apply", results.apply),
+    ("eval", zeroshot.eval_command),
+    ("register", results.register),
+)
+for _name, _command in COMMANDS:
+    app.command(_name)(_command)
 
 
 def main() -> None:
