@@ -71,6 +71,10 @@ class TrialRows:
         return self.trial_id is not None and self.state is None and not self.attrs and not self.intermediate
 
 
+class RefusedWrite(RuntimeError):
+    """The storage refused a write without raising (Optuna's API returned False)."""
+
+
 class TrialStore(Protocol):
     """Stores the rows of one writer pass and the study attributes that go with it."""
 
@@ -108,7 +112,12 @@ class ApiTrialStore:
                 del row.attrs[key]
                 calls += 1
             if row.state is not None:
-                storage.set_trial_state_values(row.trial_id, row.state, row.values)
+                # Optuna answers an IntegrityError here with False, not an exception
+                if not storage.set_trial_state_values(row.trial_id, row.state, row.values):
+                    raise RefusedWrite(
+                        f"Optuna's storage refused to set trial {row.trial_id} {row.state.name}"
+                        f" with values {row.values} (an integrity error)"
+                    )
                 row.stored()
                 calls += 1
         for key in list(study_attrs):

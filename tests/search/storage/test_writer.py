@@ -66,6 +66,25 @@ def test_a_write_no_store_accepts_stops_the_writer_and_nothing_after_it_is_store
     }
 
 
+def test_a_refused_finish_of_a_stored_trial_stops_the_writer_before_the_checkpoint(storage_url):
+    """Optuna's `set_trial_state_values` answers an IntegrityError with False instead of raising;
+    taken as stored, it let the checkpoint after it through while the trial stayed RUNNING, and a
+    rerun then never finished that member (seen under load, where passes hold more events)."""
+    study = _study(storage_url, "refused-finish")
+    writer = TrialWriter(study)
+    writer.begin(0, {"member": 0})
+    writer.record(0, Evaluation(0, 0, 0, 0.5, 256, 0.01, "w0", TrialState.RUNNING), {"stage": 0})
+    writer.checkpoint({"next_id": 1}, {"fraction": 0.5})
+    writer.flush()  # member 0's trial exists, RUNNING
+    with Reject("trial_values"):  # refused through the direct store and through Optuna's API
+        writer.finish(0, TrialState.COMPLETE, 0.5)
+        writer.checkpoint({"next_id": 2}, {"fraction": 1.0})
+        with pytest.raises(StorageWriteError, match="refused to set trial"):
+            writer.flush()
+    assert json.loads(study.user_attrs()[CHECKPOINT]) == {"next_id": 1}
+    assert [t.state for t in study.trials()] == [TrialState.RUNNING]
+
+
 def test_a_lost_connection_is_retried_also_through_optunas_api(storage_url):
     """Optuna wraps a lost connection in StorageInternalError; the writer still retries it."""
     study = _study(storage_url, "api-retry")
