@@ -16,7 +16,7 @@ import yaml
 from ..results.best import ResultsError
 from ..secrets import redact_url
 from ..spec.config import DEFAULT_ARTIFACTS
-from .common import StorageOpt, UsageError, err, out, read_spec, resolve_storage
+from .common import StorageOpt, UsageError, err, out, read_spec, resolve_storage, show_table
 
 StudyArg = Annotated[str, typer.Argument(help="The study name (see `pressroom status`).", show_default=False)]
 OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of the terminal.")]
@@ -127,7 +127,7 @@ def best(
         for name, level, meaning in describe_levels(space, found.profile):
             table.add_row(name, str(level), f"{meaning:.4g}")
         if output is None:
-            out.print(table)
+            show_table(table)
         else:
             with output.open("w") as f:
                 Console(file=f, width=120).print(table)

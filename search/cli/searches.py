@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ..spec.config import Spec
-from .common import SpecArg, StorageOpt, UsageError, err, out, read_spec, resolve_storage
+from .common import SpecArg, StorageOpt, UsageError, err, out, read_spec, resolve_storage, show_table
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
 
 
 def search_command(
@@ -80,7 +84,7 @@ def compare_command(
         if causal:
             cells.append("-" if row["perplexity_mean"] is None else f"{row['perplexity_mean']:.3f}")
         table.add_row(*cells)
-    out.print(table)
+    show_table(table)
     out.print(f"figure: {figure}", markup=False, highlight=False, soft_wrap=True)
     if output is not None:
         output.write_text(json.dumps({"budget_tokens": budget_tokens, "rows": rows}, indent=1))
@@ -101,7 +105,7 @@ def show_outcome(spec: Spec, outcome: Any) -> None:
         fit = "failed" if row.get("fitness") is None else f"{row['fitness']:.6g}"
         change = "-" if not uniform or row.get("fitness") is None else f"{row['fitness'] / uniform - 1:+.1%}"
         table.add_row(name, f"{row['average']:.4g}", fit, change, ppl)
-    out.print(table)
+    show_table(table)
     where = redact_url(spec.storage)
     out.print(
         f"{outcome.evaluations} evaluations ({outcome.replayed} replayed from before a restart).\n"
@@ -111,14 +115,40 @@ def show_outcome(spec: Spec, outcome: Any) -> None:
     )
 
 
+#: Under `pressroom status`: what its counts count.
+STATUS_CAPTION = (
+    "An evaluation is one measurement of one profile on one stage's tokens (what `pressroom search` counts). "
+    "A trial is one profile's evaluations in one generation: complete when it passed every stage, pruned when "
+    "an earlier stage dropped it. Best fitness: the lowest search fitness of a complete trial (calibration data)."
+)
+_STATE_WORDS = {"COMPLETE": "complete", "PRUNED": "pruned at a stage", "FAIL": "failed", "RUNNING": "running"}
+
+
+def count_trials(trials: Sequence[FrozenTrial]) -> tuple[str, str]:
+    """What a study's trials hold, in words: ``("118 (2 failed)", "98: 30 complete, 68 pruned at a stage")``.
+
+    Evaluations are counted from the records each trial keeps, so they match what the search
+    reported, replays after a restart included once.
+    """
+    from ..storage.study import EVALUATIONS, describe_trials
+
+    records = [record for trial in trials for record in trial.user_attrs.get(EVALUATIONS, [])]
+    failed = sum(record.get("fitness") is None for record in records)
+    evaluations = f"{len(records)}" + (f" ({failed} failed)" if failed else "")
+    states = describe_trials(trials)
+    order = [*_STATE_WORDS, *sorted(set(states) - set(_STATE_WORDS))]
+    parts = [f"{states[name]} {_STATE_WORDS.get(name, name.lower())}" for name in order if name in states]
+    return evaluations, f"{len(trials)}" + (f": {', '.join(parts)}" if parts else "")
+
+
 def status(
     study: Annotated[str | None, typer.Argument(help="A study name; all studies when left out.")] = None,
     storage: StorageOpt = None,
 ) -> None:
-    """Show studies: trial states, best fitness and progress."""
+    """Show studies: evaluations, trials by state, best fitness and progress."""
     from rich.table import Table
 
-    from ..storage.study import PROGRESS, StorageError, connect, describe_trials, fitness_of
+    from ..storage.study import PROGRESS, StorageError, connect, fitness_of
 
     url = resolve_storage(storage)
     try:
@@ -131,20 +161,18 @@ def status(
         if not summaries:
             names = sorted(s.study_name for s in rdb.get_all_studies())
             raise UsageError(f"no study {study!r} in this storage; studies: {names or 'none'}")
-    table = Table(title="pressroom studies")
-    for column in ("study", "trials", "states", "best fitness", "progress"):
+    table = Table(title="pressroom studies", caption=STATUS_CAPTION)
+    for column in ("study", "evaluations", "trials", "best fitness", "progress"):
         table.add_column(column)
     for summary in summaries:
         trials = rdb.get_all_trials(summary._study_id, deepcopy=False)
-        states = describe_trials(trials)
         complete = [f for t in trials if t.state.name == "COMPLETE" and (f := fitness_of(t)) is not None]
         progress = summary.user_attrs.get(PROGRESS, {})
         done = progress.get("fraction")
         table.add_row(
             summary.study_name,
-            str(len(trials)),
-            ", ".join(f"{k.lower()} {v}" for k, v in sorted(states.items())),
+            *count_trials(trials),
             f"{min(complete):.6g}" if complete else "-",
             "-" if done is None else f"{100 * done:.0f}% (generation {progress.get('generation', '-')})",
         )
-    out.print(table)
+    show_table(table)
