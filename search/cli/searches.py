@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -49,44 +50,52 @@ def compare_command(
     study: Annotated[str | None, typer.Option(help="Prefix of the studies (default: the spec's study name).")] = None,
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (default: a local Ray).")] = None,
     workers: Annotated[int | None, typer.Option(help="Number of evaluator workers.")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write the table as JSON here.")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Also write the table as JSON here, and the figure next to it (same name, .png); "
+            "without it the figure is STUDY-compare.png in the current folder.",
+        ),
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="How stdout gets the table: table (rich), csv or markdown.")
+    ] = "table",
 ) -> None:
     """Run several methods on one evaluator at one budget of forwarded tokens, and compare them."""
     import json
 
-    from rich.table import Table
-
     from ..driver.compare import compare, parse_methods, record, summarize
     from ..driver.run import SearchError
+    from ..results.comparison import TABLE_FORMATS, comparison_table, comparison_text
 
+    if fmt not in TABLE_FORMATS:
+        raise UsageError(f"--format {fmt!r} is not known; allowed: {', '.join(TABLE_FORMATS)}")
+    if output is not None and output.suffix == ".png":
+        raise UsageError(f"--output {output} would be overwritten by the figure; give the JSON file, e.g. compare.json")
     try:
         chosen = parse_methods(methods)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     overrides = {"storage": storage, "study": study, "workers.count": workers}
     spec = read_spec(spec_path, **overrides, **{"workers.ray_address": ray_address})
+    figure = Path(f"{spec.study_name}-compare.png") if output is None else output.with_suffix(".png")
     try:
         runs = compare(spec, chosen, budget_tokens=budget_tokens, seeds=seeds, console=err)
-        figure = record(spec, runs, budget_tokens)
+        record(spec, runs, budget_tokens, figure)
     except SearchError as exc:
         raise UsageError(str(exc)) from None
     rows = summarize(runs)
-    table = Table(title=f"{spec.study_name}: {budget_tokens:,} forwarded tokens per run, {seeds} seed(s)")
-    columns = ["method", "held-out fitness", "spread (sd)", "best seed", "wall s", "evaluations", "tokens"]
-    causal = any(row["perplexity_mean"] is not None for row in rows)
-    for column in [*columns, *(["perplexity"] if causal else [])]:
-        table.add_column(column, justify="right")
-    for row in sorted(rows, key=lambda r: (r["heldout_mean"] is None, r["heldout_mean"])):
-        mean = "-" if row["heldout_mean"] is None else f"{row['heldout_mean']:.5g}"
-        best = "-" if row["heldout_min"] is None else f"{row['heldout_min']:.5g}"
-        cells = [row["method"], mean, f"{row['heldout_std']:.2g}", best, f"{row['seconds']:.0f}",
-                 f"{row['evaluations']:.0f}", f"{row['tokens']:,.0f}"]  # fmt: skip
-        if causal:
-            cells.append("-" if row["perplexity_mean"] is None else f"{row['perplexity_mean']:.3f}")
-        table.add_row(*cells)
-    show_table(table)
-    out.print(f"figure: {figure}", markup=False, highlight=False, soft_wrap=True)
+    if fmt == "table":
+        show_table(
+            comparison_table(rows, f"{spec.study_name}: {budget_tokens:,} forwarded tokens per run, {seeds} seed(s)")
+        )
+    else:
+        sys.stdout.write(comparison_text(rows, fmt))
+    err.print(f"figure: {figure}", markup=False, highlight=False, soft_wrap=True)
     if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps({"budget_tokens": budget_tokens, "rows": rows}, indent=1))
 
 
