@@ -24,6 +24,7 @@ app = typer.Typer(
 
 
 def _show_version(value: bool) -> None:
+    """`--version`: print the installed package's version and stop before any command runs."""
     if value:
         from importlib.metadata import PackageNotFoundError, version
 

@@ -16,7 +16,7 @@ import yaml
 from ..results.best import ResultsError
 from ..secrets import redact_url
 from ..spec.config import DEFAULT_ARTIFACTS
-from .common import StorageOpt, UsageError, err, out, read_spec, resolve_storage, show_table
+from .common import PIPED_WIDTH, StorageOpt, UsageError, err, out, read_spec, resolve_storage, show_table
 
 StudyArg = Annotated[str, typer.Argument(help="The study name (see `pressroom status`).", show_default=False)]
 OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of the terminal.")]
@@ -130,7 +130,7 @@ def best(
             show_table(table)
         else:
             with output.open("w") as f:
-                Console(file=f, width=120).print(table)
+                Console(file=f, width=PIPED_WIDTH).print(table)
             err.print(f"wrote {output}", markup=False, highlight=False)
 
 
