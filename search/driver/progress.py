@@ -23,14 +23,14 @@ from .coordinator import Counters
 
 #: The live table's fitness columns, in the order of `Readings`' fields.
 FITNESS_COLUMNS = (
-    "incumbent\n(this generation's data)",
+    "incumbent\n(this generation)",
     "lowest seen\n(any generation)",
-    "parent re-scored\n(this generation's data)",
+    "parent re-scored\n(this generation)",
 )
 #: Under the live table: how to read its fitness columns.
 CAPTION = (
-    "fitness: lower is better. Each generation scores on a fresh minibatch, so the incumbent's value "
-    "can rise while the profile stays; 'lowest seen' compares values of different minibatches."
+    "fitness, lower is better, on each generation's own fresh minibatch: the incumbent's value can rise "
+    "while the profile stays the same; 'lowest seen' compares values of different minibatches."
 )
 
 
