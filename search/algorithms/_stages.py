@@ -355,7 +355,8 @@ class StagedSearch(ConstrainedSearch):
             }
         )
         logger.info(
-            "%s: generation %d winner %.6g (parent %s, best %.6g)",
+            "%s: generation %d: incumbent %.6g on this generation's data (parent re-scored %s); "
+            "lowest seen %.6g (any generation)",
             self.name,
             selection.generation,
             fitness,

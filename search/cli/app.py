@@ -10,20 +10,38 @@ import typer
 
 from ..spec.config import SpecError
 from . import launch, prepare, results, searches, zeroshot
-from .common import UsageError, err
+from .common import UsageError, err, out
+
+#: The distribution name in pyproject.toml, whose installed metadata gives `--version`.
+DISTRIBUTION = "pressroom"
 
 app = typer.Typer(
     name="pressroom",
     help="Search per-layer compression profiles (sparsity, bitwidth, depth) of transformer models.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _show_version(value: bool) -> None:
+    """`--version`: print the installed package's version and stop before any command runs."""
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version(DISTRIBUTION)
+        except PackageNotFoundError:
+            raise UsageError(f"the {DISTRIBUTION!r} package is not installed, so it has no version") from None
+        out.print(f"pressroom {number}", markup=False, highlight=False)
+        raise typer.Exit()
 
 
 @app.callback()
 def _root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False,
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,

@@ -7,17 +7,30 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from ..spec.config import Spec, load_spec
 
 out = Console()
 err = Console(stderr=True)
+#: The width tables get off a terminal: wide enough that none is cut or wrapped at 80 columns.
+PIPED_WIDTH = 10_000
 
 SpecArg = Annotated[Path, typer.Argument(help="The search spec (YAML).", show_default=False)]
 StorageOpt = Annotated[
     str | None,
     typer.Option("--storage", help="SQLAlchemy URL of the Optuna storage (default: $OPTUNA_STORAGE or the spec's)."),
 ]
+
+
+def show_table(table: Table) -> None:
+    """Print a table on stdout. On a terminal it fits the window; piped or redirected (where
+    rich would assume 80 columns, cutting numbers and dropping columns) it keeps its natural
+    width: a table is never wider than its cells, so the large limit adds no padding."""
+    if out.is_terminal:
+        out.print(table)
+    else:
+        Console(width=PIPED_WIDTH).print(table)
 
 
 class UsageError(Exception):

@@ -5,6 +5,7 @@ They are registered on the `pressroom` app in `search/cli/app.py`.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +16,7 @@ import yaml
 from ..results.best import ResultsError
 from ..secrets import redact_url
 from ..spec.config import DEFAULT_ARTIFACTS
-from .common import StorageOpt, UsageError, err, out, read_spec, resolve_storage
+from .common import PIPED_WIDTH, StorageOpt, UsageError, err, out, read_spec, resolve_storage, show_table
 
 StudyArg = Annotated[str, typer.Argument(help="The study name (see `pressroom status`).", show_default=False)]
 OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of the terminal.")]
@@ -76,16 +77,27 @@ def best(
     output: OutputOpt = None,
     fmt: Annotated[str, typer.Option("--format", help=f"One of: {', '.join(BEST_FORMATS)}.")] = "json",
 ) -> None:
-    """The best profile of a study: the finished search's answer, else its best completed trial."""
+    """The best profile of a study: the finished search's answer, else its best completed trial.
+
+    JSON and YAML hold the profile (unit -> level index, what `apply` reads) and, under
+    ``values``, what each level means per layer: sparsity fraction, bits, or kept/dropped.
+    """
     from ..results.best import find_best, study_space
+    from ..results.exports import profile_document
 
     _choice(fmt, BEST_FORMATS, "--format")
     url = resolve_storage(storage)
     try:
         found = find_best(url, study)
-        space = study_space(url, study) if fmt == "table" else None
     except ResultsError as exc:
         raise UsageError(str(exc)) from None
+    try:
+        space = study_space(url, study)
+    except ResultsError as exc:  # a study recorded without its layers: only the levels can be shown
+        if fmt == "table":
+            raise UsageError(str(exc)) from None
+        err.print(f"{exc}; writing the levels without their per-layer values", markup=False, highlight=False)
+        space = None
     origin = (
         "the search's answer"
         if found.source == "search"
@@ -97,10 +109,11 @@ def best(
         ppl = found.heldout.get("perplexity")
         shown = f"held-out: fitness {found.heldout['fitness']:.6g}" + ("" if ppl is None else f", perplexity {ppl:.4g}")
         err.print(shown, markup=False, highlight=False)
+    document = found.profile.to_dict() if space is None else profile_document(found.profile, space)
     if fmt == "json":
-        _emit(found.profile.to_json() + "\n", output)
+        _emit(json.dumps(document, indent=2) + "\n", output)
     elif fmt == "yaml":
-        _emit(yaml.safe_dump(found.profile.to_dict(), sort_keys=False), output)
+        _emit(yaml.safe_dump(document, sort_keys=False), output)
     else:
         from rich.console import Console
         from rich.table import Table
@@ -114,10 +127,10 @@ def best(
         for name, level, meaning in describe_levels(space, found.profile):
             table.add_row(name, str(level), f"{meaning:.4g}")
         if output is None:
-            out.print(table)
+            show_table(table)
         else:
             with output.open("w") as f:
-                Console(file=f, width=120).print(table)
+                Console(file=f, width=PIPED_WIDTH).print(table)
             err.print(f"wrote {output}", markup=False, highlight=False)
 
 

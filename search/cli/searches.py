@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ..spec.config import Spec
-from .common import SpecArg, StorageOpt, UsageError, err, out, read_spec, resolve_storage
+from .common import SpecArg, StorageOpt, UsageError, err, out, read_spec, resolve_storage, show_table
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
 
 
 def search_command(
@@ -45,44 +50,52 @@ def compare_command(
     study: Annotated[str | None, typer.Option(help="Prefix of the studies (default: the spec's study name).")] = None,
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (default: a local Ray).")] = None,
     workers: Annotated[int | None, typer.Option(help="Number of evaluator workers.")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write the table as JSON here.")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Also write the table as JSON here, and the figure next to it (same name, .png); "
+            "without it the figure is STUDY-compare.png in the current folder.",
+        ),
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="How stdout gets the table: table (rich), csv or markdown.")
+    ] = "table",
 ) -> None:
     """Run several methods on one evaluator at one budget of forwarded tokens, and compare them."""
     import json
 
-    from rich.table import Table
-
     from ..driver.compare import compare, parse_methods, record, summarize
     from ..driver.run import SearchError
+    from ..results.comparison import TABLE_FORMATS, comparison_table, comparison_text
 
+    if fmt not in TABLE_FORMATS:
+        raise UsageError(f"--format {fmt!r} is not known; allowed: {', '.join(TABLE_FORMATS)}")
+    if output is not None and output.suffix == ".png":
+        raise UsageError(f"--output {output} would be overwritten by the figure; give the JSON file, e.g. compare.json")
     try:
         chosen = parse_methods(methods)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     overrides = {"storage": storage, "study": study, "workers.count": workers}
     spec = read_spec(spec_path, **overrides, **{"workers.ray_address": ray_address})
+    figure = Path(f"{spec.study_name}-compare.png") if output is None else output.with_suffix(".png")
     try:
         runs = compare(spec, chosen, budget_tokens=budget_tokens, seeds=seeds, console=err)
-        figure = record(spec, runs, budget_tokens)
+        record(spec, runs, budget_tokens, figure)
     except SearchError as exc:
         raise UsageError(str(exc)) from None
     rows = summarize(runs)
-    table = Table(title=f"{spec.study_name}: {budget_tokens:,} forwarded tokens per run, {seeds} seed(s)")
-    columns = ["method", "held-out fitness", "spread (sd)", "best seed", "wall s", "evaluations", "tokens"]
-    causal = any(row["perplexity_mean"] is not None for row in rows)
-    for column in [*columns, *(["perplexity"] if causal else [])]:
-        table.add_column(column, justify="right")
-    for row in sorted(rows, key=lambda r: (r["heldout_mean"] is None, r["heldout_mean"])):
-        mean = "-" if row["heldout_mean"] is None else f"{row['heldout_mean']:.5g}"
-        best = "-" if row["heldout_min"] is None else f"{row['heldout_min']:.5g}"
-        cells = [row["method"], mean, f"{row['heldout_std']:.2g}", best, f"{row['seconds']:.0f}",
-                 f"{row['evaluations']:.0f}", f"{row['tokens']:,.0f}"]  # fmt: skip
-        if causal:
-            cells.append("-" if row["perplexity_mean"] is None else f"{row['perplexity_mean']:.3f}")
-        table.add_row(*cells)
-    out.print(table)
-    out.print(f"figure: {figure}", markup=False, highlight=False, soft_wrap=True)
+    if fmt == "table":
+        show_table(
+            comparison_table(rows, f"{spec.study_name}: {budget_tokens:,} forwarded tokens per run, {seeds} seed(s)")
+        )
+    else:
+        sys.stdout.write(comparison_text(rows, fmt))
+    err.print(f"figure: {figure}", markup=False, highlight=False, soft_wrap=True)
     if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps({"budget_tokens": budget_tokens, "rows": rows}, indent=1))
 
 
@@ -101,7 +114,7 @@ def show_outcome(spec: Spec, outcome: Any) -> None:
         fit = "failed" if row.get("fitness") is None else f"{row['fitness']:.6g}"
         change = "-" if not uniform or row.get("fitness") is None else f"{row['fitness'] / uniform - 1:+.1%}"
         table.add_row(name, f"{row['average']:.4g}", fit, change, ppl)
-    out.print(table)
+    show_table(table)
     where = redact_url(spec.storage)
     out.print(
         f"{outcome.evaluations} evaluations ({outcome.replayed} replayed from before a restart).\n"
@@ -111,14 +124,40 @@ def show_outcome(spec: Spec, outcome: Any) -> None:
     )
 
 
+#: Under `pressroom status`: what its counts count.
+STATUS_CAPTION = (
+    "An evaluation is one measurement of one profile on one stage's tokens (what `pressroom search` counts). "
+    "A trial is one profile's evaluations in one generation: complete when it passed every stage, pruned when "
+    "an earlier stage dropped it. Best fitness: the lowest search fitness of a complete trial (calibration data)."
+)
+_STATE_WORDS = {"COMPLETE": "complete", "PRUNED": "pruned at a stage", "FAIL": "failed", "RUNNING": "running"}
+
+
+def count_trials(trials: Sequence[FrozenTrial]) -> tuple[str, str]:
+    """What a study's trials hold, in words: ``("118 (2 failed)", "98: 30 complete, 68 pruned at a stage")``.
+
+    Evaluations are counted from the records each trial keeps, so they match what the search
+    reported, replays after a restart included once.
+    """
+    from ..storage.study import EVALUATIONS, describe_trials
+
+    records = [record for trial in trials for record in trial.user_attrs.get(EVALUATIONS, [])]
+    failed = sum(record.get("fitness") is None for record in records)
+    evaluations = f"{len(records)}" + (f" ({failed} failed)" if failed else "")
+    states = describe_trials(trials)
+    order = [*_STATE_WORDS, *sorted(set(states) - set(_STATE_WORDS))]
+    parts = [f"{states[name]} {_STATE_WORDS.get(name, name.lower())}" for name in order if name in states]
+    return evaluations, f"{len(trials)}" + (f": {', '.join(parts)}" if parts else "")
+
+
 def status(
     study: Annotated[str | None, typer.Argument(help="A study name; all studies when left out.")] = None,
     storage: StorageOpt = None,
 ) -> None:
-    """Show studies: trial states, best fitness and progress."""
+    """Show studies: evaluations, trials by state, best fitness and progress."""
     from rich.table import Table
 
-    from ..storage.study import PROGRESS, StorageError, connect, describe_trials, fitness_of
+    from ..storage.study import PROGRESS, StorageError, connect, fitness_of
 
     url = resolve_storage(storage)
     try:
@@ -131,20 +170,18 @@ def status(
         if not summaries:
             names = sorted(s.study_name for s in rdb.get_all_studies())
             raise UsageError(f"no study {study!r} in this storage; studies: {names or 'none'}")
-    table = Table(title="pressroom studies")
-    for column in ("study", "trials", "states", "best fitness", "progress"):
+    table = Table(title="pressroom studies", caption=STATUS_CAPTION)
+    for column in ("study", "evaluations", "trials", "best fitness", "progress"):
         table.add_column(column)
     for summary in summaries:
         trials = rdb.get_all_trials(summary._study_id, deepcopy=False)
-        states = describe_trials(trials)
         complete = [f for t in trials if t.state.name == "COMPLETE" and (f := fitness_of(t)) is not None]
         progress = summary.user_attrs.get(PROGRESS, {})
         done = progress.get("fraction")
         table.add_row(
             summary.study_name,
-            str(len(trials)),
-            ", ".join(f"{k.lower()} {v}" for k, v in sorted(states.items())),
+            *count_trials(trials),
             f"{min(complete):.6g}" if complete else "-",
             "-" if done is None else f"{100 * done:.0f}% (generation {progress.get('generation', '-')})",
         )
-    out.print(table)
+    show_table(table)

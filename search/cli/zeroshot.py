@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import StorageOpt, UsageError, err, out, read_spec, resolve_storage
+from .common import StorageOpt, UsageError, err, out, read_spec, resolve_storage, show_table
 
 DEFAULT_TASKS = "pressroom_facts,pressroom_sequences"
 
@@ -112,7 +112,7 @@ def _print_table(target: str, scores: dict[str, dict[str, dict[str, float]]]) ->
         for metric, dense in metrics.items():
             compressed = scores["compressed"][task][metric]
             table.add_row(task, metric, f"{dense:.4f}", f"{compressed:.4f}", f"{compressed - dense:+.4f}")
-    out.print(table)
+    show_table(table)
 
 
 __all__ = ["eval_command"]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import statistics
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -241,43 +240,23 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return statistics.fmean(known) if known else None
 
 
-def curve_figure(runs: Sequence[Run], title: str) -> Any:
-    """Held-out fitness against forwarded tokens, one colour per method, one line per seed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
-    colours = plt.get_cmap("tab10")
-    for index, method in enumerate(dict.fromkeys(run.method for run in runs)):
-        for seed, run in enumerate(r for r in runs if r.method == method):
-            points = [(t, v) for t, v in run.curve if v is not None]
-            if not points:
-                continue
-            xs, ys = zip(*points, strict=True)
-            ax.plot(xs, ys, marker="o", color=colours(index), alpha=0.8, label=method if seed == 0 else None)
-    ax.set_xlabel("forwarded tokens")
-    ax.set_ylabel("held-out fitness (lower is better)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    return fig
-
-
-def record(spec: Spec, runs: Sequence[Run], budget_tokens: int) -> Path:
-    """Store the table, the runs and the figure in a summary study and an MLflow run; returns the figure."""
+def record(spec: Spec, runs: Sequence[Run], budget_tokens: int, figure: Path) -> Path:
+    """Draw the figure to `figure` (a PNG), and store it with the table and the runs in a
+    summary study and an MLflow run; returns the figure's path."""
     import optuna
 
+    from ..results.comparison import curve_figure
     from ..results.dashboard import ReplacingArtifactStore
     from ..results.figures import save_png
     from ..storage.study import connect
 
     rows = summarize(runs)
     name = f"{spec.study_name}-compare"
-    folder = Path(tempfile.mkdtemp(prefix="pressroom-compare-"))
-    figure = save_png(curve_figure(runs, f"{name}: {budget_tokens:,} tokens per run"), folder / "compare.png")
+    curves = {
+        method: [run.curve for run in runs if run.method == method] for method in dict.fromkeys(r.method for r in runs)
+    }
+    figure.parent.mkdir(parents=True, exist_ok=True)
+    save_png(curve_figure(curves, f"{name}: {budget_tokens:,} tokens per run"), figure)
     storage = connect(spec.storage_url())
     study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True)
     study.set_user_attr(
@@ -305,4 +284,4 @@ def record(spec: Spec, runs: Sequence[Run], budget_tokens: int) -> Path:
     return figure
 
 
-__all__ = ["METHODS", "Run", "compare", "curve_figure", "method_params", "parse_methods", "record", "summarize"]
+__all__ = ["METHODS", "Run", "compare", "method_params", "parse_methods", "record", "summarize"]

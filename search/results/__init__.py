@@ -3,6 +3,7 @@
 `best` reads a study's answer (or its best completed trial), space and spec back from storage;
 `exports` writes and reads a profile in the formats other tools take (JSON, a layer map,
 llm-compressor recipes, EvoPress's configuration text); `figures` draws the best profile and
-the fitness history; `dashboard` publishes those figures to Optuna's artifact store during a
-search and serves optuna-dashboard over the storage.
+the fitness history; `comparison` renders `pressroom compare`'s table (rich, CSV, Markdown) and
+its figure; `dashboard` publishes the figures to Optuna's artifact store during a search and
+serves optuna-dashboard over the storage.
 """

@@ -300,6 +300,31 @@ def read_profile(text: str, space: Space, fmt: str) -> Profile:
     return _format(fmt).read(text, space)
 
 
+#: What the per-layer values of `profile_document` are, by scheme.
+VALUE_MEANINGS = {
+    "sparsity": "sparsity: the fraction of the layer's weights pruned",
+    "mixed": "sparsity: the fraction of the layer's weights pruned, or n:m for an N:M pattern",
+    "bitwidth": "bits per weight",
+    "drop": "whether the layer is kept or dropped",
+}
+
+
+def profile_document(profile: Profile, space: Space) -> dict[str, Any]:
+    """The profile's JSON form (`Profile.to_dict`) with what its levels mean per layer.
+
+    Level indices alone say little to a reader; ``values`` adds, per layer (module name), the
+    sparsity fraction, the bits, or ``"kept"``/``"dropped"``. `Profile.from_dict` ignores the
+    extra key, so `apply` and the readers take the document as they take a bare profile.
+
+    Raises:
+        ValueError: the profile does not belong to `space`.
+    """
+    values = layer_values(space, profile)
+    if space.scheme.name == "drop":
+        values = {name: "dropped" if value else "kept" for name, value in values.items()}
+    return {**profile.to_dict(), "values": {"meaning": VALUE_MEANINGS[space.scheme.name], "layers": values}}
+
+
 def describe_levels(space: Space, profile: Profile) -> list[tuple[str, int, float]]:
     """(unit, level, meaning) per unit, for tables: sparsity, bits or dropped."""
     meanings = space.meanings(profile)
@@ -310,9 +335,11 @@ __all__ = [
     "FORMATS",
     "LLMC_MODIFIERS",
     "TOLERANCE",
+    "VALUE_MEANINGS",
     "Format",
     "describe_levels",
     "layer_values",
+    "profile_document",
     "profile_from_layer_values",
     "read_profile",
     "unit_values",

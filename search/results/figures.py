@@ -1,5 +1,9 @@
 """Figures of a search: the best profile per layer, and the fitness per generation.
 
+Every fitness in them is the search's own: measured on calibration minibatches, a fresh one per
+generation, never on the held-out split (`pressroom search` and `best` report that one). Titles
+and axes say so, since the two differ.
+
 Drawn with matplotlib's object API (no pyplot, so no global figure state and no GUI backend),
 which is safe on the background thread that redraws them during a search.
 
@@ -26,6 +30,11 @@ PROFILE_PNG = "best-profile.png"
 HISTORY_PNG = "fitness-history.png"
 _KIND_COLOURS = {"attn": "#4c72b0", "mlp": "#dd8452", "linear": "#55a868"}
 _MIXED_COLOUR = "#8172b3"  # a block unit: attention and MLP share one level
+HISTORY_TITLE = "search fitness per generation (calibration minibatches, a fresh one each generation)"
+HISTORY_AXIS = "search fitness on calibration data (lower is better)"
+LOWEST_LABEL = "lowest seen (any generation)"
+WINNER_LABEL = "winner = incumbent (this generation's data)"
+PARENT_LABEL = "parent re-scored (this generation's data)"
 _AXIS_LABELS = {"sparsity": "sparsity", "bitwidth": "bits per weight", "drop": "dropped (1) or kept (0)"}
 
 
@@ -44,7 +53,7 @@ def profile_figure(
     Args:
         space: the profile's space.
         profile: the profile to draw.
-        fitness: shown in the title when given.
+        fitness: shown in the title when given: the search fitness, on calibration data.
         title: replaces the default title.
 
     Raises:
@@ -83,13 +92,14 @@ def profile_figure(
     average = space.average(profile)
     heading = title or f"best profile: average {scheme} {average:.4g} over {len(space.units)} units"
     if fitness is not None:
-        heading += f", fitness {fitness:.5g}"
+        heading += f", search fitness {fitness:.5g} (calibration data)"
     ax.set_title(heading)
     return fig
 
 
-def history_figure(history: Sequence[Mapping[str, Any]], *, title: str = "fitness per generation") -> Figure:
-    """The best fitness so far, each generation's winner and its re-evaluated parent.
+def history_figure(history: Sequence[Mapping[str, Any]], *, title: str = HISTORY_TITLE) -> Figure:
+    """Per generation: the winner (the new incumbent) and the parent, both on that generation's
+    calibration minibatch, and the lowest winner value so far (values of different minibatches).
 
     Args:
         history: an algorithm's `history` (entries without a fitness are skipped).
@@ -112,16 +122,16 @@ def history_figure(history: Sequence[Mapping[str, Any]], *, title: str = "fitnes
     if not series["fitness"][0]:
         ax.text(0.5, 0.5, "no generation has finished yet", ha="center", va="center", transform=ax.transAxes)
     else:
-        ax.step(*series["best_fitness"], where="post", color="#c44e52", linewidth=2, label="best so far")
-        ax.plot(*series["fitness"], "o", color="#4c72b0", markersize=4, label="generation's winner")
+        ax.step(*series["best_fitness"], where="post", color="#c44e52", linewidth=2, label=LOWEST_LABEL)
+        ax.plot(*series["fitness"], "o", color="#4c72b0", markersize=4, label=WINNER_LABEL)
         if series["parent"][0]:
-            ax.plot(*series["parent"], "x", color="#555555", markersize=5, label="parent (re-drawn minibatch)")
+            ax.plot(*series["parent"], "x", color="#555555", markersize=5, label=PARENT_LABEL)
         values = [v for _, ys in series.values() for v in ys]
         if min(values) > 0 and max(values) / min(values) > 20:
             ax.set_yscale("log")
         ax.legend(fontsize="small")
     ax.set_xlabel("generation")
-    ax.set_ylabel("fitness (lower is better)")
+    ax.set_ylabel(HISTORY_AXIS)
     ax.set_title(title)
     return fig
 
@@ -137,4 +147,15 @@ def _finite(value: Any) -> float | None:
     return number if number is not None and math.isfinite(number) else None
 
 
-__all__ = ["HISTORY_PNG", "PROFILE_PNG", "history_figure", "profile_figure", "save_png"]
+__all__ = [
+    "HISTORY_AXIS",
+    "HISTORY_PNG",
+    "HISTORY_TITLE",
+    "LOWEST_LABEL",
+    "PARENT_LABEL",
+    "PROFILE_PNG",
+    "WINNER_LABEL",
+    "history_figure",
+    "profile_figure",
+    "save_png",
+]

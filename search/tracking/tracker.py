@@ -240,6 +240,7 @@ class MlflowTracker:
         self.client.set_tag(self.run_id, TAG_LOGGED, str(len(history)))
 
     def _finish(self, space: Space, best: tuple[Profile, float] | None, history: list[dict[str, Any]]) -> None:
+        from ..results.exports import profile_document
         from ..results.figures import (  # matplotlib: 1 s
             HISTORY_PNG,
             PROFILE_PNG,
@@ -253,7 +254,7 @@ class MlflowTracker:
             (folder / "history.json").write_text(json.dumps(history, indent=1))
             save_png(history_figure(history), folder / HISTORY_PNG)
             if best is not None:
-                (folder / "profile.json").write_text(best[0].to_json())
+                (folder / "profile.json").write_text(json.dumps(profile_document(best[0], space), indent=2))
                 save_png(profile_figure(space, best[0], fitness=best[1]), folder / PROFILE_PNG)
                 self.client.set_tag(self.run_id, TAG_BEST, repr(best[1]))
             self.client.log_artifacts(self.run_id, str(folder))

@@ -19,7 +19,15 @@ from evaluators.config import CompressionSpec, ModelSpec
 from evaluators.export import PROFILE_FILE, compressed_evaluator
 from search import ResultsError, find_best, load_best
 from search.results.best import FROM_SEARCH, FROM_TRIAL, record_space
-from search.results.exports import FORMATS, LLMC_MODIFIERS, layer_values, read_profile, write_profile
+from search.results.exports import (
+    FORMATS,
+    LLMC_MODIFIERS,
+    VALUE_MEANINGS,
+    layer_values,
+    profile_document,
+    read_profile,
+    write_profile,
+)
 from search.spec.config import load_spec_text
 from search.storage.study import BEST, HELDOUT, SPACE, SPEC, SearchStudy, connect
 from spaces import Profile
@@ -125,6 +133,12 @@ def test_best_shows_the_held_out_fitness_and_perplexity_of_a_finished_search(
     shown = run_cli("best", "finished", "--storage", url)
     assert shown.returncode == 0, shown.stderr
     assert "held-out: fitness 0.21, perplexity 8.25" in shown.stderr
+    document = json.loads(shown.stdout)
+    assert Profile.from_dict(document) == space.from_array(levels)
+    assert document["values"] == {
+        "meaning": VALUE_MEANINGS["sparsity"],
+        "layers": layer_values(space, space.from_array(levels)),
+    }
 
 
 @pytest.mark.postgres
@@ -190,6 +204,28 @@ def test_each_export_format_round_trips(kind, fmt):
         profile = space.sample(np.random.default_rng(seed))
         text = write_profile(profile, space, fmt, compressor="sparsegpt" if space.scheme.name == "sparsity" else None)
         assert read_profile(text, space, fmt) == profile
+
+
+@pytest.mark.parametrize("kind", sorted(SPACES))
+def test_the_best_document_says_what_each_layers_level_means(kind):
+    space = _space(kind)
+    profile = space.sample(np.random.default_rng(0))
+    document = profile_document(profile, space)
+    assert Profile.from_dict(document) == profile  # apply and the readers take it as a bare profile
+    assert document["values"]["meaning"] == VALUE_MEANINGS[space.scheme.name]
+    values = document["values"]["layers"]
+    assert list(values) == [layer.name for layer in space.layers]
+    expected = layer_values(space, profile)
+    if space.scheme.name == "drop":
+        assert values == {name: "dropped" if v else "kept" for name, v in expected.items()}
+        dropped = sum(len(unit.layers) for unit, v in zip(space.units, space.to_array(profile), strict=True) if v)
+        assert list(values.values()).count("dropped") == dropped
+    else:
+        assert values == expected
+    if space.scheme.name == "bitwidth":
+        assert set(values.values()) <= {2, 3, 4, 6, 16}
+    if space.scheme.name == "sparsity":
+        assert all(0.0 <= v < 1.0 for v in values.values())
 
 
 def test_the_llm_compressor_recipe_has_the_shape_llm_compressor_reads():
