@@ -15,22 +15,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import transformers
 import yaml
+from optuna.trial import TrialState, create_trial
 
 from evaluators.export import PROFILE_FILE
 from search import find_best
 from search.driver.run import SearchOutcome, run_search
+from search.results.best import record_space
 from search.secrets import expand_env
 from search.spec.config import load_spec, load_spec_text
+from search.storage.study import SPACE, SPEC, SearchStudy, connect
 from search.tracking.model_registry import register_best
 from search.tracking.tracker import (
     MODEL_TRAINING,
     TAG_ALGORITHM,
     TAG_AVERAGE,
     TAG_EXPERIMENT_KIND,
+    TAG_FINGERPRINT,
     TAG_STORAGE,
     TAG_STUDY,
     TAG_TARGET,
@@ -238,6 +243,41 @@ def test_the_version_is_the_model_of_the_search_run_described_and_summarised(mlf
     assert version.tags[TAG_ALGORITHM] == "evopress"
     profile = client.download_artifacts(run.info.run_id, "profile.json", str(tmp_path))
     assert Profile.from_json(Path(profile).read_text()) == searched.outcome.best
+
+
+@pytest.mark.slow
+def test_a_study_searched_without_mlflow_gets_one_run_that_every_registration_logs_into(
+    mlflow_server, make_evaluator, cache_dir, tmp_path
+):
+    data = tiny_search(cache_dir, mlflow={"enabled": False, "tracking_uri": mlflow_server, "experiment": "untracked"})
+    spec = load_spec_text(yaml.safe_dump(data))
+    evaluator = make_evaluator(**{key: data[key] for key in ("model", "compression", "data", "seed")})
+    profile = evaluator.space.sample(np.random.default_rng(3))
+    url = f"sqlite:///{tmp_path}/untracked.db"
+    study = SearchStudy.open(
+        connect(url), spec.study_name, fingerprint=spec.fingerprint(),
+        attrs={SPEC: spec.public_dict(), SPACE: record_space(evaluator.space)},
+    )  # fmt: skip
+    levels = [int(profile[name]) for name in evaluator.space.names]
+    attrs = {"member": 0, "generation": 1, "algorithm": "evopress", "levels": levels}
+    study.storage.create_new_trial(study.id, create_trial(state=TrialState.COMPLETE, value=0.5, user_attrs=attrs))
+
+    first = register_best(url, spec.study_name, "untracked", tracking_uri=mlflow_server)
+    second = register_best(url, spec.study_name, "untracked", tracking_uri=mlflow_server)
+    client = _client(mlflow_server)
+    experiment = client.get_experiment_by_name("untracked")  # the study's spec names it
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert first.run_id == second.run_id == run.info.run_id and run.info.status == "FINISHED"
+    assert run.data.tags[TAG_FINGERPRINT] == spec.fingerprint() and run.data.tags[TAG_STUDY] == spec.study_name
+    assert run.data.tags[TAG_TARGET] == "sparsity 0.5" and experiment.tags[TAG_EXPERIMENT_KIND] == MODEL_TRAINING
+    assert [client.get_model_version("untracked", v).run_id for v in ("1", "2")] == [run.info.run_id] * 2
+    saved = client.download_artifacts(run.info.run_id, "profile.json", str(tmp_path))
+    assert Profile.from_json(Path(saved).read_text()) == profile
+
+    enabled = spec.model_copy(update={"mlflow": spec.mlflow.model_copy(update={"enabled": True})})
+    tracker = MlflowTracker.start(enabled)  # a later tracked search of the study resumes that run
+    tracker.close()
+    assert tracker.run_id == run.info.run_id
 
 
 @pytest.mark.timeout(60)  # MLflow's client alone retries for about 4.5 minutes
