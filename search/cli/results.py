@@ -209,10 +209,12 @@ def register(
     ] = None,
     storage: StorageOpt = None,
     spec_path: Annotated[Path | None, typer.Option("--spec", help="Apply with this spec, not the study's.")] = None,
-    experiment: Annotated[str, typer.Option(help="The MLflow experiment of the logging run.")] = "pressroom",
+    experiment: Annotated[
+        str | None, typer.Option(help="The MLflow experiment of the search's run (default: the one its spec names).")
+    ] = None,
     cache_dir: Annotated[str | None, typer.Option(help="Where compression databases live (overrides).")] = None,
 ) -> None:
-    """Apply a study's best profile, log the compressed model to MLflow and register a version."""
+    """Apply a study's best profile, log the compressed model into the search's MLflow run and register a version."""
     from ..secrets import expand_env
     from ..tracking.model_registry import register_best
     from ..tracking.tracker import TrackingError
@@ -230,7 +232,8 @@ def register(
     pointer = f"models:/{name}@{alias}" if alias else f"models:/{name}/{done.version}"
     out.print(
         f"registered {name} version {done.version}" + (f" (alias {alias})" if alias else "") + "\n"
-        f"  from study {study}, trial {trial}, fitness {done.best.fitness:.6g}; run {done.run_id}\n"
+        f"  from study {study}, trial {trial}, fitness {done.best.fitness:.6g}\n"
+        f"  logged in the search's MLflow run {done.run_id}\n"
         f"load it with mlflow.transformers.load_model({pointer!r})",
         markup=False,
         highlight=False,

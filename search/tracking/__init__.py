@@ -2,6 +2,7 @@
 
 `tracker` (`MlflowTracker`) logs a search's spec, progress, figures and held-out results to a
 run on a background thread; `model_registry` (`register_best`) applies a study's best profile,
-logs the compressed model and registers it as a version of an MLflow registered model (the
-model registry, not the registry of search algorithms in `search.algorithms`).
+logs the compressed model into that same run and registers it as a version of an MLflow
+registered model (the model registry, not the registry of search algorithms in
+`search.algorithms`), so the version's run is the search's run.
 """

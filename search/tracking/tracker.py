@@ -5,8 +5,13 @@ The run holds the spec as parameters (flattened, passwords redacted), per-genera
 parent; step = generation), at the end the best profile, the history and the figures as
 artifacts, and the held-out report (``heldout.<profile>.fitness`` and, for a causal LM,
 ``heldout.<profile>.perplexity`` of the uniform and the best profile). Tags link it to its study
-and storage, without credentials. A resumed search continues its run (found by study, storage
-and spec fingerprint) instead of starting another.
+and storage, without credentials, and summarise the best profile (`profile_tags`: target, units,
+achieved average; the profile itself is the artifact ``profile.json``, never a tag). A resumed
+search continues its run (found by study, storage and spec fingerprint, `find_runs`) instead of
+starting another; `pressroom register` finds the run the same way and logs the model into it.
+
+The experiment is tagged as model training (`TAG_EXPERIMENT_KIND`), so MLflow 3's UI opens it
+on its runs, not in its GenAI view of traces.
 
 All MLflow calls after the run is created happen on a background thread, so a slow tracking
 server never stalls the search; the run is ended FINISHED when the search finishes, KILLED when
@@ -44,6 +49,13 @@ TAG_FINGERPRINT = "pressroom.fingerprint"
 TAG_ALGORITHM = "pressroom.algorithm"
 TAG_LOGGED = "pressroom.history_logged"  # history entries already logged, so a resume adds only new ones
 TAG_BEST = "pressroom.best_fitness"
+TAG_TARGET = "pressroom.target"  # scheme and target, e.g. "sparsity 0.5"
+TAG_UNITS = "pressroom.units"  # the number of units (layers or blocks) the profile sets
+TAG_AVERAGE = "pressroom.average"  # the profile's achieved weight-averaged sparsity, bits or dropped share
+#: The experiment tag MLflow 3's UI reads to choose its view, and the value of its "Machine
+#: learning" (model training) kind; without it an experiment opens in the GenAI view.
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
 #: History fields logged as metrics, and their metric names.
 METRICS = {"best_fitness": "best_fitness", "fitness": "fitness", "parent_fitness": "parent_fitness"}
 _PARAM_LIMIT = 6000  # MLflow's longest parameter value
@@ -76,11 +88,16 @@ def flat_params(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 def run_tags(spec: Spec) -> dict[str, str]:
     """Tags that link a run to its study (the storage URL without its password)."""
+    return study_run_tags(spec.public_dict(), spec.fingerprint())
+
+
+def study_run_tags(recorded: Mapping[str, Any], fingerprint: str) -> dict[str, str]:
+    """`run_tags` from what a study recorded: its spec's `Spec.public_dict()` and fingerprint."""
     return {
-        TAG_STUDY: spec.study_name,
-        TAG_STORAGE: redact_url(spec.storage),
-        TAG_FINGERPRINT: spec.fingerprint(),
-        TAG_ALGORITHM: spec.algorithm.name,
+        TAG_STUDY: str(recorded["study"]),
+        TAG_STORAGE: str(recorded["storage"]),
+        TAG_FINGERPRINT: fingerprint,
+        TAG_ALGORITHM: str(recorded["algorithm"]["name"]),
     }
 
 
@@ -91,9 +108,34 @@ def error_reason(exc: BaseException, secrets: list[str]) -> str:
 
 
 def experiment_id(client: Any, name: str) -> str:
-    """The id of experiment `name`, created if missing."""
+    """The id of experiment `name`, created if missing, tagged as model training unless it has a kind."""
     experiment = client.get_experiment_by_name(name)
-    return str(experiment.experiment_id if experiment is not None else client.create_experiment(name))
+    if experiment is None:
+        return str(client.create_experiment(name, tags={TAG_EXPERIMENT_KIND: MODEL_TRAINING}))
+    if TAG_EXPERIMENT_KIND not in experiment.tags:  # made before this tag, or by someone else
+        client.set_experiment_tag(experiment.experiment_id, TAG_EXPERIMENT_KIND, MODEL_TRAINING)
+    return str(experiment.experiment_id)
+
+
+def find_runs(client: Any, experiment: str, tags: Mapping[str, str]) -> list[Any]:
+    """The active runs of `experiment` (an id) that carry every one of `tags`, newest first."""
+    fingerprint = f"tags.`{TAG_FINGERPRINT}` = '{tags[TAG_FINGERPRINT]}'"
+    runs = client.search_runs([experiment], filter_string=fingerprint)
+    return [run for run in runs if all(run.data.tags.get(k) == v for k, v in tags.items())]
+
+
+def profile_tags(profile: Profile, space: Space | None) -> dict[str, str]:
+    """A short summary of a profile as tags: its target, its number of units and, when the space
+    is known, the weight-averaged sparsity, bits or dropped share it achieves.
+
+    Example:
+        >>> profile_tags(Profile({"fc1": 1, "fc2": 0}, scheme={"name": "sparsity", "target": 0.5}, model="m"), None)
+        {'pressroom.target': 'sparsity 0.5', 'pressroom.units': '2'}
+    """
+    tags = {TAG_TARGET: f"{profile.scheme.get('name')} {profile.scheme.get('target')}", TAG_UNITS: str(len(profile))}
+    if space is not None:
+        tags[TAG_AVERAGE] = f"{space.average(profile):.6g}"
+    return tags
 
 
 def _metrics(history: list[dict[str, Any]], start: int) -> list[Any]:
@@ -161,13 +203,7 @@ class MlflowTracker:
         try:
             client = MlflowClient(tracking_uri=uri)
             experiment = experiment_id(client, spec.mlflow.experiment)
-            earlier = [
-                run
-                for run in client.search_runs(
-                    [experiment], filter_string=f"tags.`{TAG_FINGERPRINT}` = '{tags[TAG_FINGERPRINT]}'"
-                )
-                if all(run.data.tags.get(k) == v for k, v in tags.items())
-            ]
+            earlier = find_runs(client, experiment, tags)
             if earlier:
                 run = earlier[0]
                 client.update_run(run.info.run_id, status="RUNNING")
@@ -256,10 +292,24 @@ class MlflowTracker:
             if best is not None:
                 (folder / "profile.json").write_text(json.dumps(profile_document(best[0], space), indent=2))
                 save_png(profile_figure(space, best[0], fitness=best[1]), folder / PROFILE_PNG)
-                self.client.set_tag(self.run_id, TAG_BEST, repr(best[1]))
+                for key, value in {TAG_BEST: repr(best[1]), **profile_tags(best[0], space)}.items():
+                    self.client.set_tag(self.run_id, key, value)
             self.client.log_artifacts(self.run_id, str(folder))
         self.client.set_terminated(self.run_id, status="FINISHED")
         self._ended = True
 
 
-__all__ = ["METRICS", "MlflowTracker", "TrackingError", "error_reason", "experiment_id", "flat_params", "run_tags"]
+__all__ = [
+    "METRICS",
+    "MODEL_TRAINING",
+    "TAG_EXPERIMENT_KIND",
+    "MlflowTracker",
+    "TrackingError",
+    "error_reason",
+    "experiment_id",
+    "find_runs",
+    "flat_params",
+    "profile_tags",
+    "run_tags",
+    "study_run_tags",
+]

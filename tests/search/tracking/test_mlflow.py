@@ -15,16 +15,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import transformers
 import yaml
+from optuna.trial import TrialState, create_trial
 
+from evaluators.export import PROFILE_FILE
 from search import find_best
 from search.driver.run import SearchOutcome, run_search
+from search.results.best import record_space
 from search.secrets import expand_env
 from search.spec.config import load_spec, load_spec_text
-from search.tracking.tracker import TAG_STORAGE, TAG_STUDY, MlflowTracker, TrackingError
+from search.storage.study import SPACE, SPEC, SearchStudy, connect
+from search.tracking.model_registry import register_best
+from search.tracking.tracker import (
+    MODEL_TRAINING,
+    TAG_ALGORITHM,
+    TAG_AVERAGE,
+    TAG_EXPERIMENT_KIND,
+    TAG_FINGERPRINT,
+    TAG_STORAGE,
+    TAG_STUDY,
+    TAG_TARGET,
+    TAG_UNITS,
+    MlflowTracker,
+    TrackingError,
+)
 from spaces import Profile
 from tests.conftest import free_port
 from tests.search.conftest import tiny_search
@@ -164,7 +182,9 @@ def test_register_creates_version_1_that_gives_the_outputs_of_apply(
     assert version.tags["pressroom.study"] == STUDY
     assert version.tags["pressroom.trial"] == str(best.trial) and best.trial is not None
     assert float(version.tags["pressroom.fitness"]) == best.fitness == searched.outcome.best_fitness
-    assert Profile.from_json(version.tags["pressroom.profile"]) == best.profile == searched.outcome.best
+    assert best.profile == searched.outcome.best
+    (run,) = _study_runs(client)  # the search's run, not a run of its own
+    assert version.run_id == run.info.run_id and f"logged in the search's MLflow run {run.info.run_id}" in result.stdout
     assert client.get_model_version_by_alias(MODEL, "champion").version == "1"
 
     shown = run_cli("best", STUDY, *common, "-o", str(tmp_path / "best.json"), env=env)
@@ -179,10 +199,85 @@ def test_register_creates_version_1_that_gives_the_outputs_of_apply(
     registered = mlflow.transformers.load_model(f"models:/{MODEL}@champion", return_type="components")["model"]
     requirements = mlflow.artifacts.download_artifacts(f"models:/{MODEL}/1/requirements.txt", dst_path=str(tmp_path))
     pins = Path(requirements).read_text()
+    profile = mlflow.artifacts.download_artifacts(f"models:/{MODEL}/1/{PROFILE_FILE}", dst_path=str(tmp_path))
+    assert Profile.from_json(Path(profile).read_text()) == best.profile
     assert f"transformers=={transformers.__version__}" in pins and "torch==" in pins
     ids = torch.randint(0, 256, (3, 32), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert torch.equal(registered(input_ids=ids).logits, local(input_ids=ids).logits)
+
+
+@pytest.mark.ray
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_the_version_is_the_model_of_the_search_run_described_and_summarised(mlflow_server, searched, tmp_path):
+    storage = expand_env(searched.storage, key="storage")
+    done = register_best(storage, STUDY, "tiny-llama-described", tracking_uri=mlflow_server)
+    client = _client(mlflow_server)
+    (run,) = _study_runs(client)
+    assert done.run_id == run.info.run_id and run.info.status == "FINISHED"  # logged into, not reopened
+    version = client.get_model_version("tiny-llama-described", done.version)
+    assert version.run_id == run.info.run_id
+    logged = client.get_logged_model(version.source.removeprefix("models:/"))  # the run's output
+    assert logged.source_run_id == run.info.run_id
+    assert logged.model_id in {output.model_id for output in run.outputs.model_outputs}
+
+    description = version.description
+    assert "compressed to sparsity 0.5 by evopress" in description, description
+    assert f"study {STUDY}" in description and run.info.run_id in description
+    for key in ("fitness", "perplexity"):  # held-out results, known since the search finished
+        assert f"{key} {searched.outcome.heldout['best'][key]:.6g}" in description
+    storage_shown = "--storage 'postgresql+psycopg://postgres:***@127.0.0.1:5432/"  # as the run's parameters have it
+    assert f"pressroom search SPEC --study {STUDY} {storage_shown}" in description
+    assert f"pressroom register {STUDY} --name tiny-llama-described {storage_shown}" in description
+    assert f"--tracking-uri {mlflow_server}" in description
+    assert SECRET not in description and SECRET_VAR not in description
+
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert experiment.tags[TAG_EXPERIMENT_KIND] == MODEL_TRAINING  # MLflow 3 opens it as model training
+
+    for tags in (run.data.tags, version.tags):  # a short summary; the profile is a file
+        assert tags[TAG_TARGET] == "sparsity 0.5" and tags[TAG_UNITS] == str(len(searched.outcome.best))
+        assert 0 < float(tags[TAG_AVERAGE]) < 1
+        assert not [v for v in tags.values() if any(unit in v for unit in searched.outcome.best)], tags
+    assert version.tags[TAG_ALGORITHM] == "evopress"
+    profile = client.download_artifacts(run.info.run_id, "profile.json", str(tmp_path))
+    assert Profile.from_json(Path(profile).read_text()) == searched.outcome.best
+
+
+@pytest.mark.slow
+def test_a_study_searched_without_mlflow_gets_one_run_that_every_registration_logs_into(
+    mlflow_server, make_evaluator, cache_dir, tmp_path
+):
+    data = tiny_search(cache_dir, mlflow={"enabled": False, "tracking_uri": mlflow_server, "experiment": "untracked"})
+    spec = load_spec_text(yaml.safe_dump(data))
+    evaluator = make_evaluator(**{key: data[key] for key in ("model", "compression", "data", "seed")})
+    profile = evaluator.space.sample(np.random.default_rng(3))
+    url = f"sqlite:///{tmp_path}/untracked.db"
+    study = SearchStudy.open(
+        connect(url), spec.study_name, fingerprint=spec.fingerprint(),
+        attrs={SPEC: spec.public_dict(), SPACE: record_space(evaluator.space)},
+    )  # fmt: skip
+    levels = [int(profile[name]) for name in evaluator.space.names]
+    attrs = {"member": 0, "generation": 1, "algorithm": "evopress", "levels": levels}
+    study.storage.create_new_trial(study.id, create_trial(state=TrialState.COMPLETE, value=0.5, user_attrs=attrs))
+
+    first = register_best(url, spec.study_name, "untracked", tracking_uri=mlflow_server)
+    second = register_best(url, spec.study_name, "untracked", tracking_uri=mlflow_server)
+    client = _client(mlflow_server)
+    experiment = client.get_experiment_by_name("untracked")  # the study's spec names it
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert first.run_id == second.run_id == run.info.run_id and run.info.status == "FINISHED"
+    assert run.data.tags[TAG_FINGERPRINT] == spec.fingerprint() and run.data.tags[TAG_STUDY] == spec.study_name
+    assert run.data.tags[TAG_TARGET] == "sparsity 0.5" and experiment.tags[TAG_EXPERIMENT_KIND] == MODEL_TRAINING
+    assert [client.get_model_version("untracked", v).run_id for v in ("1", "2")] == [run.info.run_id] * 2
+    saved = client.download_artifacts(run.info.run_id, "profile.json", str(tmp_path))
+    assert Profile.from_json(Path(saved).read_text()) == profile
+
+    enabled = spec.model_copy(update={"mlflow": spec.mlflow.model_copy(update={"enabled": True})})
+    tracker = MlflowTracker.start(enabled)  # a later tracked search of the study resumes that run
+    tracker.close()
+    assert tracker.run_id == run.info.run_id
 
 
 @pytest.mark.timeout(60)  # MLflow's client alone retries for about 4.5 minutes
