@@ -100,7 +100,8 @@ def show_outcome(spec: Spec, outcome: Any) -> None:
         ppl = "-" if row.get("perplexity") is None else f"{row['perplexity']:.3f}"
         fit = "failed" if row.get("fitness") is None else f"{row['fitness']:.6g}"
         change = "-" if not uniform or row.get("fitness") is None else f"{row['fitness'] / uniform - 1:+.1%}"
-        table.add_row(name, f"{row['average']:.4g}", fit, change, ppl)
+        label = f"{name} (the start)" if row.get("source") == "start" else name
+        table.add_row(label, f"{row['average']:.4g}", fit, change, ppl)
     out.print(table)
     where = redact_url(spec.storage)
     out.print(

@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -20,15 +21,17 @@ from spaces import Fidelity, Profile, Space
 from workers.routing import PrefixDistance
 from workers.runner import task_payload
 
+from ..algorithms import STARTS
 from ..algorithms.base import Algorithm
 from ..algorithms.constraint import Constraint, ConstraintError
 from ..cluster.raycluster import loopback_only, reachable, stop_on_sigterm, use_token_auth
 from ..results.best import layers_from_records, record_space
 from ..results.dashboard import attach_figures
+from ..results.exports import read_profile_file
 from ..secrets import redact_text, url_secrets
 from ..spec.config import Spec, algorithm_registry
 from ..storage.lease import Lease
-from ..storage.study import HELDOUT, METRIC, SPACE, SPEC, SearchStudy, StorageError, check_fingerprint, connect
+from ..storage.study import BEST, HELDOUT, METRIC, SPACE, SPEC, SearchStudy, StorageError, check_fingerprint, connect
 from ..storage.writer import StorageWriteError, TrialWriter
 from ..tracking.tracker import MlflowTracker, TrackingError
 from .coordinator import Coordinator, Listener
@@ -239,9 +242,16 @@ def run_search(
         if latency is not None:  # the returned profile's measured latency must meet the constraint
             profile, fitness, measured = latency.finish(pool, study, writer, best, algorithm.name)
             console.print(_latency_line(measured), markup=False, highlight=False)
-        heldout = heldout_report(pool, space, profile, spec.data.heldout_tokens)
+        # a warm start competes on held-out data too (not after a latency measurement chose)
+        start = algorithm.start if measured is None else None
+        heldout = heldout_report(pool, space, profile, spec.data.heldout_tokens, start=start)
         if measured is not None:
             heldout["best"]["latency"] = measured["chosen"]
+        if prefer_start(heldout, start) is not None:
+            assert start is not None
+            profile, fitness = start
+            levels = [int(v) for v in space.to_array(profile)]
+            writer.study_attr(BEST, {"levels": levels, "fitness": fitness, "algorithm": algorithm.name})
         writer.study_attr(HELDOUT, heldout)  # through the writer, retried while the database is away
         for observer in observers:
             if isinstance(observer, MlflowTracker):
@@ -277,12 +287,32 @@ def build_algorithm(spec: Spec, space: Space, constraint: Constraint | None = No
         SearchError: a constraint no profile (or almost none) meets.
     """
     cls, _ = algorithm_registry()[spec.algorithm.name]
-    args = (space, spec.algorithm.config(), spec.seed)
+    args = (space, start_file_read(spec.algorithm.config(), space), spec.seed)
     try:
         algorithm: Algorithm = cls(*args) if constraint is None else cls(*args, constraint)
     except ConstraintError as exc:
         raise SearchError(f"latency.constraint: {exc}") from None
+    except ValueError as exc:  # a start that does not apply to this space (EvoPress)
+        raise SearchError(f"algorithm.params.start: {exc}") from None
     return algorithm
+
+
+def start_file_read(config: Any, space: Space) -> Any:
+    """`config` with a profile file named as its `start` read into levels (algorithms read no files).
+
+    Raises:
+        SearchError: the file cannot be read, or is no profile of this model and search.
+    """
+    start = getattr(config, "start", None)
+    if not isinstance(start, str) or start in STARTS:
+        return config
+    try:
+        profile = read_profile_file(Path(start).expanduser(), space)
+    except OSError as exc:
+        raise SearchError(f"algorithm.params.start: cannot read {start}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise SearchError(f"algorithm.params.start: {start}: {exc}") from None
+    return replace(config, start=dict(profile))
 
 
 def _latency_line(measured: dict[str, Any]) -> str:
@@ -298,27 +328,51 @@ def _latency_line(measured: dict[str, Any]) -> str:
     )
 
 
-def heldout_report(pool: Any, space: Space, best: Profile, tokens: int) -> dict[str, dict[str, Any]]:
-    """Held-out fitness (and perplexity) of the uniform profile and of the best one."""
-    profiles = {"best": best}
-    uniform = space.uniform()
-    if uniform is not None:
-        profiles = {"uniform": uniform, "best": best}
+def heldout_report(
+    pool: Any, space: Space, best: Profile, tokens: int, start: tuple[Profile, float] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Held-out fitness (and perplexity) of the uniform profile, the warm start (if any) and the
+    best one; a profile that is another's too is evaluated once."""
+    profiles = {"uniform": space.uniform(), "start": None if start is None else start[0], "best": best}
+    named = {name: profile for name, profile in profiles.items() if profile is not None}
     fidelity = Fidelity(tokens, (0,), "heldout")
-    for name, profile in profiles.items():
-        pool.submit(("heldout", name), task_payload("evaluate", space.to_array(profile), fidelity))
+    first = {}  # levels -> the first name with them
+    for name, profile in named.items():
+        levels = tuple(int(v) for v in space.to_array(profile))
+        if first.setdefault(levels, name) == name:
+            pool.submit(("heldout", name), task_payload("evaluate", list(levels), fidelity))
     report: dict[str, dict[str, Any]] = {}
-    while len(report) < len(profiles):  # arrival order varies; the report keeps `profiles`' order
+    while len(report) < len(first):  # arrival order varies; the report keeps `named`'s order
         for outcome in pool.collect(timeout=5.0):
             _, name = outcome.key
             value = outcome.value or {}
             report[name] = {
                 "fitness": value.get("fitness"),
                 "perplexity": value.get("perplexity"),
-                "average": space.average(profiles[name]),
+                "average": space.average(named[name]),
                 "error": outcome.error,
             }
-    return {name: report[name] for name in profiles}
+    for name, profile in named.items():
+        report.setdefault(name, dict(report[first[tuple(int(v) for v in space.to_array(profile))]]))
+    return {name: report[name] for name in named}
+
+
+def prefer_start(heldout: dict[str, dict[str, Any]], start: tuple[Profile, float] | None) -> Profile | None:
+    """The warm start, when it beats the search's best on held-out data (else None); `heldout`'s
+    best entry then becomes the start's, and says which it is (``source``: search or start).
+
+    EvoPress never returns a profile worse than its start on the search's own minibatches (the
+    parent competes in every last stage); this makes the answer no worse on held-out data either.
+    """
+    best = heldout["best"]
+    best["source"] = "search"
+    if start is None or "start" not in heldout:
+        return None
+    ours, theirs = heldout["start"]["fitness"], best["fitness"]
+    if ours is None or (theirs is not None and ours >= theirs):
+        return None
+    heldout["best"] = {**heldout["start"], "source": "start"}
+    return start[0]
 
 
 def _cause(exc: BaseException) -> str:
@@ -328,4 +382,13 @@ def _cause(exc: BaseException) -> str:
     return (errors[-1] if errors else lines[-1] if lines else repr(exc)).strip()[:500]
 
 
-__all__ = ["SearchError", "SearchOutcome", "Workers", "build_algorithm", "run_search"]
+__all__ = [
+    "SearchError",
+    "SearchOutcome",
+    "Workers",
+    "build_algorithm",
+    "heldout_report",
+    "prefer_start",
+    "run_search",
+    "start_file_read",
+]
