@@ -37,7 +37,10 @@ def search_command(
 def compare_command(
     spec_path: SpecArg,
     methods: Annotated[
-        str, typer.Option(help="Comma-separated: evopress,random,random-sh,dass,uniform,owl,dp,tpe,cmaes.")
+        str,
+        typer.Option(
+            help="Comma-separated: evopress,evopress-dp,evopress-owl,random,random-sh,dass,uniform,owl,dp,tpe,cmaes."
+        ),
     ] = "evopress,random,random-sh,uniform,owl,dp",
     budget_tokens: Annotated[int, typer.Option(help="Forwarded tokens each method may spend.")] = 500_000,
     seeds: Annotated[int, typer.Option(min=1, help="Runs per method (seeds of the methods' own randomness).")] = 3,

@@ -232,3 +232,14 @@ def test_a_checkpoint_from_before_warm_starts_resumes_as_a_cold_start() -> None:
     restored = EvoPress(space, SMALL, seed=1)
     restored.load_state_dict(state)
     assert restored.start is None and not restored.finished
+
+
+def test_compare_runs_warm_evopress_at_the_same_budget() -> None:
+    from search.driver.compare import METHODS, method_params, parse_methods
+
+    assert parse_methods("evopress,evopress-dp,evopress-owl") == ["evopress", "evopress-dp", "evopress-owl"]
+    for method, start in (("evopress", "auto"), ("evopress-dp", "dp"), ("evopress-owl", "owl")):
+        params = method_params(method, SMALL, 300_000)
+        config = EvoPressConfig(**params)  # what the compare run's spec builds
+        assert METHODS[method] == "evopress"
+        assert (config.start, config.budget_tokens, config.stages) == (start, 300_000, SMALL.stages)
