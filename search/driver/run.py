@@ -11,8 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
@@ -21,13 +20,11 @@ from spaces import Fidelity, Profile, Space
 from workers.routing import PrefixDistance
 from workers.runner import task_payload
 
-from ..algorithms import STARTS
 from ..algorithms.base import Algorithm
 from ..algorithms.constraint import Constraint, ConstraintError
 from ..cluster.raycluster import loopback_only, reachable, stop_on_sigterm, use_token_auth
 from ..results.best import layers_from_records, record_space
 from ..results.dashboard import attach_figures
-from ..results.exports import read_profile_file
 from ..secrets import redact_text, url_secrets
 from ..spec.config import Spec, algorithm_registry
 from ..storage.lease import Lease
@@ -37,6 +34,7 @@ from ..tracking.tracker import MlflowTracker, TrackingError
 from .coordinator import Coordinator, Listener
 from .latency_search import LATENCY, LatencyError, LatencyModel
 from .progress import LiveView
+from .warm import check_start_file, prefer_start, start_file_read
 
 logger = logging.getLogger(__name__)
 
@@ -192,6 +190,10 @@ def run_search(
         exists = check_fingerprint(storage, spec.study_name, spec.fingerprint())
     except StorageError as exc:
         raise SearchError(str(exc)) from None
+    try:  # a missing start profile file, before the workers load models
+        check_start_file(spec.algorithm.config())
+    except ValueError as exc:
+        raise SearchError(f"algorithm.params.start: {exc}") from None
 
     own = None
     writer = None
@@ -287,32 +289,14 @@ def build_algorithm(spec: Spec, space: Space, constraint: Constraint | None = No
         SearchError: a constraint no profile (or almost none) meets.
     """
     cls, _ = algorithm_registry()[spec.algorithm.name]
-    args = (space, start_file_read(spec.algorithm.config(), space), spec.seed)
     try:
+        args = (space, start_file_read(spec.algorithm.config(), space), spec.seed)
         algorithm: Algorithm = cls(*args) if constraint is None else cls(*args, constraint)
     except ConstraintError as exc:
         raise SearchError(f"latency.constraint: {exc}") from None
     except ValueError as exc:  # a start that does not apply to this space (EvoPress)
         raise SearchError(f"algorithm.params.start: {exc}") from None
     return algorithm
-
-
-def start_file_read(config: Any, space: Space) -> Any:
-    """`config` with a profile file named as its `start` read into levels (algorithms read no files).
-
-    Raises:
-        SearchError: the file cannot be read, or is no profile of this model and search.
-    """
-    start = getattr(config, "start", None)
-    if not isinstance(start, str) or start in STARTS:
-        return config
-    try:
-        profile = read_profile_file(Path(start).expanduser(), space)
-    except OSError as exc:
-        raise SearchError(f"algorithm.params.start: cannot read {start}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise SearchError(f"algorithm.params.start: {start}: {exc}") from None
-    return replace(config, start=dict(profile))
 
 
 def _latency_line(measured: dict[str, Any]) -> str:
@@ -357,24 +341,6 @@ def heldout_report(
     return {name: report[name] for name in named}
 
 
-def prefer_start(heldout: dict[str, dict[str, Any]], start: tuple[Profile, float] | None) -> Profile | None:
-    """The warm start, when it beats the search's best on held-out data (else None); `heldout`'s
-    best entry then becomes the start's, and says which it is (``source``: search or start).
-
-    EvoPress never returns a profile worse than its start on the search's own minibatches (the
-    parent competes in every last stage); this makes the answer no worse on held-out data either.
-    """
-    best = heldout["best"]
-    best["source"] = "search"
-    if start is None or "start" not in heldout:
-        return None
-    ours, theirs = heldout["start"]["fitness"], best["fitness"]
-    if ours is None or (theirs is not None and ours >= theirs):
-        return None
-    heldout["best"] = {**heldout["start"], "source": "start"}
-    return start[0]
-
-
 def _cause(exc: BaseException) -> str:
     text = str(exc)
     lines = [line for line in text.splitlines() if line.strip()]
@@ -388,7 +354,5 @@ __all__ = [
     "Workers",
     "build_algorithm",
     "heldout_report",
-    "prefer_start",
     "run_search",
-    "start_file_read",
 ]

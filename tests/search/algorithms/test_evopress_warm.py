@@ -20,7 +20,7 @@ import yaml
 from search.algorithms import AdditiveDP, EvoPress, EvoPressConfig
 from search.algorithms.baselines import STATISTICS_TOKENS
 from search.algorithms.constraint import Constraint
-from search.driver.run import SearchError, prefer_start, start_file_read
+from search.driver.warm import check_start_file, prefer_start, start_file_read
 from spaces import Fidelity
 from tests.search.algorithms.test_methods_tiny import SPACES, TINY, TINY_LLAMA, EvaluatorWorker
 from tests.search.harness import Driver, additive_problem, bits_space, run, sparsity_space
@@ -188,10 +188,15 @@ def test_a_profile_file_from_pressroom_best_is_read_by_the_driver(tmp_path) -> N
         config = start_file_read(EvoPressConfig(start=str(tmp_path / name)), space)
         assert config.start == dict(profile)
     assert start_file_read(EvoPressConfig(start="dp"), space).start == "dp"
-    with pytest.raises(SearchError, match=r"algorithm.params.start: cannot read .*missing.json: No such file"):
-        start_file_read(EvoPressConfig(start=str(tmp_path / "missing.json")), space)
+    missing = EvoPressConfig(start=str(tmp_path / "missing.json"))
+    with pytest.raises(ValueError, match=r"missing.json: no such file \(give a profile `pressroom best -o` wrote\)"):
+        check_start_file(missing)
+    with pytest.raises(ValueError, match=r"cannot read .*missing.json: No such file"):
+        start_file_read(missing, space)
+    check_start_file(EvoPressConfig(start=str(tmp_path / "best.json")))
+    check_start_file(EvoPressConfig(start="dp"))
     other = sparsity_space(9)
-    with pytest.raises(SearchError, match=r"best.json: the profile's units do not match this model's"):
+    with pytest.raises(ValueError, match=r"best.json: the profile's units do not match this model's"):
         start_file_read(EvoPressConfig(start=str(tmp_path / "best.json")), other)
 
 
