@@ -58,7 +58,7 @@ class EvoPressConfig:
             ``dp``: OWL's or the additive DP's profile, from one statistics job (its
             `STATISTICS_TOKENS` calibration tokens count as asked); a mapping unit name -> level:
             that profile, which must meet the budget (and the constraint, if any). A profile file
-            path is read by the driver (`search.driver.run.build_algorithm`) into such a mapping.
+            path is read by the driver (`search.driver.warm.start_file_read`) into such a mapping.
 
     Example:
         >>> EvoPressConfig.preset("super-fast").stages
@@ -166,7 +166,7 @@ class EvoPress(StagedSearch):
         self._start: list[int] | None = None
         self._start_fitness: float | None = None
         self._start_job: str | None = None
-        start = self.config.start
+        start: str | Mapping[str, int] = self.config.start
         if start in ("owl", "dp"):
             if start == "owl" and space.scheme.name != "sparsity":
                 raise ValueError(f"EvoPress start 'owl' sets per-block sparsities; this space is {space.scheme.name!r}")
@@ -182,17 +182,19 @@ class EvoPress(StagedSearch):
                 )  # fmt: skip
                 self._incumbent = None
             return
-        if start == "uniform" and uniform is None:
-            raise ValueError(
-                f"EvoPress start 'uniform': the {space.scheme.name} space at target {space.scheme.target} has no "
-                "uniform profile; start from 'auto', 'dp' or a given profile"
-            )
-        if isinstance(start, str) and start != "uniform":
+        if start == "uniform":
+            if uniform is None:
+                raise ValueError(
+                    f"EvoPress start 'uniform': the {space.scheme.name} space at target {space.scheme.target} has "
+                    "no uniform profile; start from 'auto', 'dp' or a given profile"
+                )
+            start = uniform
+        if isinstance(start, str):
             raise ValueError(
                 f"EvoPress start {start!r} is a profile file, which the driver reads "
-                "(search.driver.run.build_algorithm); give the algorithm a mapping unit name -> level"
+                "(search.driver.warm.start_file_read); give the algorithm a mapping unit name -> level"
             )
-        self._take_start(uniform if start == "uniform" else start, strict=True)
+        self._take_start(start, strict=True)
 
     def _take_start(self, profile: Mapping[str, int], *, strict: bool) -> None:
         """Make `profile` the first parent; `strict`: refuse one over the budget or constraint,

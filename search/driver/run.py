@@ -320,7 +320,7 @@ def heldout_report(
     profiles = {"uniform": space.uniform(), "start": None if start is None else start[0], "best": best}
     named = {name: profile for name, profile in profiles.items() if profile is not None}
     fidelity = Fidelity(tokens, (0,), "heldout")
-    first = {}  # levels -> the first name with them
+    first: dict[tuple[int, ...], str] = {}  # levels -> the first name with them
     for name, profile in named.items():
         levels = tuple(int(v) for v in space.to_array(profile))
         if first.setdefault(levels, name) == name:
