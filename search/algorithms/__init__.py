@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from ._queue import json_float, read_float
 from ._stages import SCHEDULES, Schedule, matched_budget
+from ._start import STARTS
 from ._validate import MAX_COUNT, MAX_TOKENS, int_at_least, wrong_kind
 from .base import Algorithm, Candidate, Result, candidate_from_dict, candidate_to_dict
 from .baselines import OWL, AdditiveDP, AdditiveDPConfig, OWLConfig, Uniform, UniformConfig, owl_sparsities
@@ -48,6 +49,7 @@ __all__ = [
     "MAX_TOKENS",
     "OWL",
     "SCHEDULES",
+    "STARTS",
     "AdditiveDP",
     "AdditiveDPConfig",
     "Algorithm",

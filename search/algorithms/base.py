@@ -135,6 +135,12 @@ class Algorithm(ABC):
         """The current answer and its fitness, or None before any result."""
 
     @property
+    def start(self) -> tuple[Profile, float] | None:
+        """The warm start the search began from, with its first search value once measured; None
+        for a cold start (the driver compares it with `best` on held-out data)."""
+        return None
+
+    @property
     def progress(self) -> float | None:
         """The share of the work asked so far, in [0, 1], or None when unknown (for ETAs)."""
         return None

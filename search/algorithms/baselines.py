@@ -175,16 +175,28 @@ class OWL(OneShot):
         return self._candidate(None, fidelity, job=Job.OWL_SCORES, params=OwlParams(self.config.M))
 
     def _choose(self, data: Mapping[str, Any] | None) -> tuple[Profile, dict[str, Any]]:
-        raw = (data or {}).get("ratios")
-        if not isinstance(raw, Mapping):
-            raise ValueError(f"OWL: the owl_scores job must return data['ratios'] (block -> ratio), got {data!r}")
-        ratios = {int(b): float(v) for b, v in raw.items()}
-        missing = sorted({unit.block for unit in self.space.units} - set(ratios))
-        if missing:
-            raise ValueError(f"OWL: the owl_scores job returned no outlier ratio for blocks {missing}")
-        wished = owl_sparsities(ratios, self.space.scheme.target, self.config.lam)
-        profile = self.space.nearest([wished[unit.block] for unit in self.space.units])
-        return profile, {"block_sparsity": {str(b): s for b, s in wished.items()}}
+        return owl_profile(self.space, data, self.config.lam)
+
+
+def owl_profile(space: Space, data: Mapping[str, Any] | None, lam: float) -> tuple[Profile, dict[str, Any]]:
+    """OWL's profile from an ``owl_scores`` job's output (`OWL`; EvoPress's ``start: owl``).
+
+    Returns:
+        the feasible profile nearest OWL's per-block sparsities, and those sparsities.
+
+    Raises:
+        ValueError: the output has no ratios, or misses a block.
+    """
+    raw = (data or {}).get("ratios")
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"OWL: the owl_scores job must return data['ratios'] (block -> ratio), got {data!r}")
+    ratios = {int(b): float(v) for b, v in raw.items()}
+    missing = sorted({unit.block for unit in space.units} - set(ratios))
+    if missing:
+        raise ValueError(f"OWL: the owl_scores job returned no outlier ratio for blocks {missing}")
+    wished = owl_sparsities(ratios, space.scheme.target, lam)
+    profile = space.nearest([wished[unit.block] for unit in space.units])
+    return profile, {"block_sparsity": {str(b): s for b, s in wished.items()}}
 
 
 @dataclass(frozen=True)
@@ -244,31 +256,44 @@ class AdditiveDP(OneShot):
         return self._candidate(None, Fidelity(self.config.statistics_tokens, batch=FIXED_BATCH), job=Job.LAYER_ERRORS)
 
     def _choose(self, data: Mapping[str, Any] | None) -> tuple[Profile, dict[str, Any]]:
-        errors = (data or {}).get("errors")
-        if not isinstance(errors, Mapping):
-            raise ValueError(f"AdditiveDP: the layer_errors job must return data['errors'], got {data!r}")
-        scores = []
-        for unit, levels in zip(self.space.units, self.space.levels, strict=True):
-            row = []
-            for level in levels:
-                total = 0.0
-                for layer, setting in self.space.scheme.layer_settings(unit, level).items():
-                    try:
-                        value = float(errors[layer][str(setting)])
-                    except (KeyError, TypeError):
-                        raise ValueError(
-                            f"AdditiveDP: no error for layer {layer!r} at setting {setting} (level {level} of "
-                            f"{unit.name!r}) in the layer_errors job's output"
-                        ) from None
-                    if not np.isfinite(value):
-                        raise ValueError(f"AdditiveDP: the error of {layer!r} at setting {setting} is {value}")
-                    total += value
-                row.append(-total)
-            scores.append(row)
-        profile = self.space.project(scores)
-        return profile, {
-            "predicted_error": -sum(
-                row[levels.index(profile[unit.name])]
-                for unit, levels, row in zip(self.space.units, self.space.levels, scores, strict=True)
-            )
-        }
+        return additive_dp_profile(self.space, data)
+
+
+def additive_dp_profile(space: Space, data: Mapping[str, Any] | None) -> tuple[Profile, dict[str, Any]]:
+    """The additive DP's profile from a ``layer_errors`` job's output (`AdditiveDP`; EvoPress's
+    ``start: dp``).
+
+    Returns:
+        the feasible profile with the least summed error, and that predicted error.
+
+    Raises:
+        ValueError: an error is missing or not finite.
+    """
+    errors = (data or {}).get("errors")
+    if not isinstance(errors, Mapping):
+        raise ValueError(f"AdditiveDP: the layer_errors job must return data['errors'], got {data!r}")
+    scores = []
+    for unit, levels in zip(space.units, space.levels, strict=True):
+        row = []
+        for level in levels:
+            total = 0.0
+            for layer, setting in space.scheme.layer_settings(unit, level).items():
+                try:
+                    value = float(errors[layer][str(setting)])
+                except (KeyError, TypeError):
+                    raise ValueError(
+                        f"AdditiveDP: no error for layer {layer!r} at setting {setting} (level {level} of "
+                        f"{unit.name!r}) in the layer_errors job's output"
+                    ) from None
+                if not np.isfinite(value):
+                    raise ValueError(f"AdditiveDP: the error of {layer!r} at setting {setting} is {value}")
+                total += value
+            row.append(-total)
+        scores.append(row)
+    profile = space.project(scores)
+    return profile, {
+        "predicted_error": -sum(
+            row[levels.index(profile[unit.name])]
+            for unit, levels, row in zip(space.units, space.levels, scores, strict=True)
+        )
+    }

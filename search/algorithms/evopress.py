@@ -1,7 +1,9 @@
 """EvoPress: (1 + lambda) evolution with level-switch mutation and multi-stage selection.
 
 The parent starts at the uniform profile (or, where there is none, the best of a few random
-feasible profiles). Each generation makes `offspring` distinct children by a few level switches
+feasible profiles), or at a warm start (`EvoPressConfig.start`): the uniform profile, OWL's or the
+additive DP's (from one statistics job, as those baselines compute them), or a given profile.
+Each generation makes `offspring` distinct children by a few level switches
 (one unit up a level, another down a level, at equal cost), runs them through the stage
 schedule, and lets the parent compete in the last stage only; the last stage's winner is the
 next parent. EvoPress: arXiv:2410.14649; its results here: docs/benchmarks.md.
@@ -17,10 +19,14 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from spaces import Space
+from spaces import Fidelity, Job, OwlParams, Profile, Space
 
+from ._queue import FIXED_BATCH, json_float, read_float
 from ._stages import LevelArray, RoundPlan, StagedSearch, Stages, check_entrants, check_stages, schedule
+from ._start import check_start, start_levels, start_problem
 from ._validate import MAX_TOKENS, check_overrides, int_at_least, optional_int_at_least
+from .base import Candidate, Result
+from .baselines import STATISTICS_TOKENS, OWLConfig, additive_dp_profile, owl_profile
 from .constraint import allowed, sample_within
 
 logger = logging.getLogger(__name__)
@@ -47,6 +53,12 @@ class EvoPressConfig:
         init_tokens: tokens each of those is evaluated on (one shared minibatch).
         budget_tokens: stop before a generation that would forward more tokens than this.
         max_retries: retries of a failed evaluation before it counts as +inf.
+        start: the first parent. ``auto``: the uniform profile, else the best of `init_samples`
+            random ones; ``uniform``: the uniform profile (an error without one); ``owl`` or
+            ``dp``: OWL's or the additive DP's profile, from one statistics job (its
+            `STATISTICS_TOKENS` calibration tokens count as asked); a mapping unit name -> level:
+            that profile, which must meet the budget (and the constraint, if any). A profile file
+            path is read by the driver (`search.driver.warm.start_file_read`) into such a mapping.
 
     Example:
         >>> EvoPressConfig.preset("super-fast").stages
@@ -63,6 +75,7 @@ class EvoPressConfig:
     init_tokens: int = 2048
     budget_tokens: int | None = None
     max_retries: int = 2
+    start: str | dict[str, int] = "auto"
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
@@ -75,6 +88,7 @@ class EvoPressConfig:
         int_at_least(owner, "init_tokens", self.init_tokens, 1, MAX_TOKENS)
         optional_int_at_least(owner, "budget_tokens", self.budget_tokens, 1, MAX_TOKENS)
         int_at_least(owner, "max_retries", self.max_retries, 0)
+        object.__setattr__(self, "start", check_start(owner, self.start))
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> Self:
@@ -105,6 +119,10 @@ class EvoPress(StagedSearch):
     With a `constraint`, every child and every initial profile meets it; when the uniform
     profile does not, the search starts from the best of `init_samples` random profiles that do.
 
+    A warm start (`EvoPressConfig.start` other than ``auto``) is the first parent, and `start`
+    is it with its first last-stage value; an OWL or DP start that violates the constraint is
+    logged and replaced by the best of `init_samples` random profiles that meet it.
+
     Args:
         space: the search space.
         config: the parameters (defaults: the reference sparsity schedule).
@@ -113,7 +131,9 @@ class EvoPress(StagedSearch):
 
     Raises:
         ValueError: no two units can trade a level, `generations` is None on a space that
-            is not a drop space, or the constraint is (nearly) infeasible (`ConstraintError`).
+            is not a drop space, the constraint is (nearly) infeasible (`ConstraintError`), or
+            the start does not apply (no uniform profile, OWL beyond sparsity, a given profile
+            of another space or over the budget or constraint, an unread profile file).
 
     Example:
         >>> from spaces import LayerInfo, Space, SparsityScheme
@@ -140,15 +160,66 @@ class EvoPress(StagedSearch):
                 f"{space.scheme.name} space has two units with more than one level "
                 f"(movable units per group: {[len(g) for g in movable]})"
             )
-        uniform = space.uniform()
-        self._incumbent = None if uniform is None else [int(v) for v in space.to_array(uniform)]
-        if self._incumbent is not None and constraint is not None and not constraint.allows(self._incumbent):
-            logger.info(
-                "%s: the uniform profile violates the %s constraint; starting from the best of %d random "
-                "profiles that meet it", self.name, constraint.name, self.config.init_samples,
-            )  # fmt: skip
-            self._incumbent = None
         self._generation = 0  # the last generation started
+        # the warm start's levels and first last-stage value; the statistics job still to ask
+        # ("ask"), asked ("asked"), or none (None)
+        self._start: list[int] | None = None
+        self._start_fitness: float | None = None
+        self._start_job: str | None = None
+        start: str | Mapping[str, int] = self.config.start
+        if start in ("owl", "dp"):
+            if start == "owl" and space.scheme.name != "sparsity":
+                raise ValueError(f"EvoPress start 'owl' sets per-block sparsities; this space is {space.scheme.name!r}")
+            self._start_job = "ask"
+            return
+        uniform = space.uniform()
+        if start == "auto":
+            self._incumbent = None if uniform is None else [int(v) for v in space.to_array(uniform)]
+            if self._incumbent is not None and constraint is not None and not constraint.allows(self._incumbent):
+                logger.info(
+                    "%s: the uniform profile violates the %s constraint; starting from the best of %d random "
+                    "profiles that meet it", self.name, constraint.name, self.config.init_samples,
+                )  # fmt: skip
+                self._incumbent = None
+            return
+        if start == "uniform":
+            if uniform is None:
+                raise ValueError(
+                    f"EvoPress start 'uniform': the {space.scheme.name} space at target {space.scheme.target} has "
+                    "no uniform profile; start from 'auto', 'dp' or a given profile"
+                )
+            start = uniform
+        if isinstance(start, str):
+            raise ValueError(
+                f"EvoPress start {start!r} is a profile file, which the driver reads "
+                "(search.driver.warm.start_file_read); give the algorithm a mapping unit name -> level"
+            )
+        self._take_start(start, strict=True)
+
+    def _take_start(self, profile: Mapping[str, int], *, strict: bool) -> None:
+        """Make `profile` the first parent; `strict`: refuse one over the budget or constraint,
+        else (a derived start) log that and fall back to the random initial profiles."""
+        levels = start_levels(self.space, profile)
+        problem = start_problem(self.space, self.constraint, levels)
+        if problem is not None and strict:
+            raise ValueError(f"EvoPress start profile does not meet this search's constraints: {problem}")
+        if problem is not None:
+            logger.warning(
+                "%s: the %s start does not meet the constraints (%s); starting from the best of %d random profiles",
+                self.name, self.config.start, problem, self.config.init_samples,
+            )  # fmt: skip
+            return
+        self._start = self._incumbent = [int(v) for v in levels]
+
+    @property
+    def finished(self) -> bool:
+        return self._start_job is None and super().finished
+
+    @property
+    def start(self) -> tuple[Profile, float] | None:
+        if self._start is None or self._start_fitness is None:
+            return None
+        return self.space.from_array(self._start), self._start_fitness
 
     @property
     def progress(self) -> float | None:
@@ -167,6 +238,38 @@ class EvoPress(StagedSearch):
             )
         k, n = space.budget, len(space)
         return max(1, math.ceil(k * (n - k) / 1.5))
+
+    # --- the warm start's statistics job -------------------------------------------------------
+
+    def _refill(self, wanted: int) -> None:
+        if self._start_job is None:
+            super()._refill(wanted)
+        elif self._start_job == "ask":  # the one job comes first; its answer gives the first parent
+            fidelity = Fidelity(STATISTICS_TOKENS, batch=FIXED_BATCH)
+            if self.config.start == "owl":
+                job = self._candidate(None, fidelity, job=Job.OWL_SCORES, params=OwlParams(OWLConfig().M))
+            else:
+                job = self._candidate(None, fidelity, job=Job.LAYER_ERRORS)
+            self.tokens_asked += STATISTICS_TOKENS  # a calibration pass: the budget counts it
+            self._enqueue(job)
+            self._start_job = "asked"
+
+    def _resolve(self, candidate: Candidate, result: Result, fitness: float) -> None:
+        if candidate.job is not Job.EVALUATE:
+            derive = additive_dp_profile if self.config.start == "dp" else owl_profile
+            args = () if self.config.start == "dp" else (OWLConfig().lam,)
+            profile, facts = derive(self.space, result.data, *args)
+            self._start_job = None
+            self._take_start(profile, strict=False)
+            self.history.append(
+                {"phase": "start", "start": self.config.start, **facts, "tokens_asked": self.tokens_asked}
+            )
+            return
+        if candidate.final and self._start_fitness is None and self._start is not None:
+            assert candidate.profile is not None, "an evaluation has a profile"
+            if list(candidate.profile.values_for(self.space.names)) == self._start:  # its first last-stage value
+                self._start_fitness = fitness
+        super()._resolve(candidate, result, fitness)
 
     # --- rounds --------------------------------------------------------------------------------
 
@@ -248,8 +351,15 @@ class EvoPress(StagedSearch):
     # --- state ---------------------------------------------------------------------------------
 
     def _search_state(self) -> dict[str, Any]:
-        return {**super()._search_state(), "generation": self._generation}
+        fitness = None if self._start_fitness is None else json_float(self._start_fitness)
+        start = {"levels": self._start, "fitness": fitness, "job": self._start_job}
+        return {**super()._search_state(), "generation": self._generation, "start": start}
 
     def _load_search_state(self, state: Mapping[str, Any]) -> None:
         super()._load_search_state(state)
         self._generation = int(state["generation"])
+        # checkpoints from before warm starts have no "start": a cold start
+        start = state.get("start") or {"levels": None, "fitness": None, "job": None}
+        self._start = None if start["levels"] is None else [int(v) for v in start["levels"]]
+        self._start_fitness = read_float(start["fitness"])
+        self._start_job = start["job"]

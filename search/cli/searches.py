@@ -42,7 +42,10 @@ def search_command(
 def compare_command(
     spec_path: SpecArg,
     methods: Annotated[
-        str, typer.Option(help="Comma-separated: evopress,random,random-sh,dass,uniform,owl,dp,tpe,cmaes.")
+        str,
+        typer.Option(
+            help="Comma-separated: evopress,evopress-dp,evopress-owl,random,random-sh,dass,uniform,owl,dp,tpe,cmaes."
+        ),
     ] = "evopress,random,random-sh,uniform,owl,dp",
     budget_tokens: Annotated[int, typer.Option(help="Forwarded tokens each method may spend.")] = 500_000,
     seeds: Annotated[int, typer.Option(min=1, help="Runs per method (seeds of the methods' own randomness).")] = 3,
@@ -113,7 +116,8 @@ def show_outcome(spec: Spec, outcome: Any) -> None:
         ppl = "-" if row.get("perplexity") is None else f"{row['perplexity']:.3f}"
         fit = "failed" if row.get("fitness") is None else f"{row['fitness']:.6g}"
         change = "-" if not uniform or row.get("fitness") is None else f"{row['fitness'] / uniform - 1:+.1%}"
-        table.add_row(name, f"{row['average']:.4g}", fit, change, ppl)
+        label = f"{name} (the start)" if row.get("source") == "start" else name
+        table.add_row(label, f"{row['average']:.4g}", fit, change, ppl)
     show_table(table)
     where = redact_url(spec.storage)
     out.print(

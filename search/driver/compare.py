@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 #: What `--methods` accepts, and the registry name each stands for.
 METHODS = {
     "evopress": "evopress",
+    "evopress-dp": "evopress",  # warm-started from the additive DP's profile
+    "evopress-owl": "evopress",  # warm-started from OWL's profile
     "random": "random",
     "random-sh": "random-sh",
     "dass": "dass",
@@ -77,11 +79,15 @@ def method_params(method: str, evo: EvoPressConfig, budget: int) -> dict[str, An
 
     Single evaluations use EvoPress's last-stage tokens, so every method's values compare; budget
     methods stop at `budget` forwarded tokens; DASS takes as many gradient steps (on the first
-    stage's tokens) as the budget pays for, at most its default.
+    stage's tokens) as the budget pays for, at most its default. ``evopress-dp`` and
+    ``evopress-owl`` are EvoPress warm-started from those baselines' profiles; their statistics
+    pass counts against the budget.
     """
     last, first = evo.stages[-1][1], evo.stages[0][1]
-    if method == "evopress":
-        return {**dataclasses.asdict(evo), "generations": UNLIMITED_GENERATIONS, "budget_tokens": budget}
+    if method.startswith("evopress"):
+        start = {"evopress": evo.start, "evopress-dp": "dp", "evopress-owl": "owl"}[method]
+        budgeted = {"generations": UNLIMITED_GENERATIONS, "budget_tokens": budget, "start": start}
+        return {**dataclasses.asdict(evo), **budgeted}
     if method in ("random", "tpe", "cmaes"):
         return {"tokens": last, "budget_tokens": budget}
     if method == "random-sh":

@@ -28,12 +28,13 @@ from ..results.dashboard import attach_figures
 from ..secrets import redact_text, url_secrets
 from ..spec.config import Spec, algorithm_registry
 from ..storage.lease import Lease
-from ..storage.study import HELDOUT, METRIC, SPACE, SPEC, SearchStudy, StorageError, check_fingerprint, connect
+from ..storage.study import BEST, HELDOUT, METRIC, SPACE, SPEC, SearchStudy, StorageError, check_fingerprint, connect
 from ..storage.writer import StorageWriteError, TrialWriter
 from ..tracking.tracker import MlflowTracker, TrackingError
 from .coordinator import Coordinator, Listener
 from .latency_search import LATENCY, LatencyError, LatencyModel
 from .progress import LiveView
+from .warm import check_start_file, prefer_start, start_file_read
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +190,10 @@ def run_search(
         exists = check_fingerprint(storage, spec.study_name, spec.fingerprint())
     except StorageError as exc:
         raise SearchError(str(exc)) from None
+    try:  # a missing start profile file, before the workers load models
+        check_start_file(spec.algorithm.config())
+    except ValueError as exc:
+        raise SearchError(f"algorithm.params.start: {exc}") from None
 
     own = None
     writer = None
@@ -239,9 +244,16 @@ def run_search(
         if latency is not None:  # the returned profile's measured latency must meet the constraint
             profile, fitness, measured = latency.finish(pool, study, writer, best, algorithm.name)
             console.print(_latency_line(measured), markup=False, highlight=False)
-        heldout = heldout_report(pool, space, profile, spec.data.heldout_tokens)
+        # a warm start competes on held-out data too (not after a latency measurement chose)
+        start = algorithm.start if measured is None else None
+        heldout = heldout_report(pool, space, profile, spec.data.heldout_tokens, start=start)
         if measured is not None:
             heldout["best"]["latency"] = measured["chosen"]
+        if prefer_start(heldout, start) is not None:
+            assert start is not None
+            profile, fitness = start
+            levels = [int(v) for v in space.to_array(profile)]
+            writer.study_attr(BEST, {"levels": levels, "fitness": fitness, "algorithm": algorithm.name})
         writer.study_attr(HELDOUT, heldout)  # through the writer, retried while the database is away
         for observer in observers:
             if isinstance(observer, MlflowTracker):
@@ -277,11 +289,13 @@ def build_algorithm(spec: Spec, space: Space, constraint: Constraint | None = No
         SearchError: a constraint no profile (or almost none) meets.
     """
     cls, _ = algorithm_registry()[spec.algorithm.name]
-    args = (space, spec.algorithm.config(), spec.seed)
     try:
+        args = (space, start_file_read(spec.algorithm.config(), space), spec.seed)
         algorithm: Algorithm = cls(*args) if constraint is None else cls(*args, constraint)
     except ConstraintError as exc:
         raise SearchError(f"latency.constraint: {exc}") from None
+    except ValueError as exc:  # a start that does not apply to this space (EvoPress)
+        raise SearchError(f"algorithm.params.start: {exc}") from None
     return algorithm
 
 
@@ -298,27 +312,33 @@ def _latency_line(measured: dict[str, Any]) -> str:
     )
 
 
-def heldout_report(pool: Any, space: Space, best: Profile, tokens: int) -> dict[str, dict[str, Any]]:
-    """Held-out fitness (and perplexity) of the uniform profile and of the best one."""
-    profiles = {"best": best}
-    uniform = space.uniform()
-    if uniform is not None:
-        profiles = {"uniform": uniform, "best": best}
+def heldout_report(
+    pool: Any, space: Space, best: Profile, tokens: int, start: tuple[Profile, float] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Held-out fitness (and perplexity) of the uniform profile, the warm start (if any) and the
+    best one; a profile that is another's too is evaluated once."""
+    profiles = {"uniform": space.uniform(), "start": None if start is None else start[0], "best": best}
+    named = {name: profile for name, profile in profiles.items() if profile is not None}
     fidelity = Fidelity(tokens, (0,), "heldout")
-    for name, profile in profiles.items():
-        pool.submit(("heldout", name), task_payload("evaluate", space.to_array(profile), fidelity))
+    first: dict[tuple[int, ...], str] = {}  # levels -> the first name with them
+    for name, profile in named.items():
+        levels = tuple(int(v) for v in space.to_array(profile))
+        if first.setdefault(levels, name) == name:
+            pool.submit(("heldout", name), task_payload("evaluate", list(levels), fidelity))
     report: dict[str, dict[str, Any]] = {}
-    while len(report) < len(profiles):  # arrival order varies; the report keeps `profiles`' order
+    while len(report) < len(first):  # arrival order varies; the report keeps `named`'s order
         for outcome in pool.collect(timeout=5.0):
             _, name = outcome.key
             value = outcome.value or {}
             report[name] = {
                 "fitness": value.get("fitness"),
                 "perplexity": value.get("perplexity"),
-                "average": space.average(profiles[name]),
+                "average": space.average(named[name]),
                 "error": outcome.error,
             }
-    return {name: report[name] for name in profiles}
+    for name, profile in named.items():
+        report.setdefault(name, dict(report[first[tuple(int(v) for v in space.to_array(profile))]]))
+    return {name: report[name] for name in named}
 
 
 def _cause(exc: BaseException) -> str:
@@ -328,4 +348,11 @@ def _cause(exc: BaseException) -> str:
     return (errors[-1] if errors else lines[-1] if lines else repr(exc)).strip()[:500]
 
 
-__all__ = ["SearchError", "SearchOutcome", "Workers", "build_algorithm", "run_search"]
+__all__ = [
+    "SearchError",
+    "SearchOutcome",
+    "Workers",
+    "build_algorithm",
+    "heldout_report",
+    "run_search",
+]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -325,6 +326,28 @@ def profile_document(profile: Profile, space: Space) -> dict[str, Any]:
     return {**profile.to_dict(), "values": {"meaning": VALUE_MEANINGS[space.scheme.name], "layers": values}}
 
 
+def read_profile_file(path: Path, space: Space) -> Profile:
+    """A profile file as `pressroom best` writes it, read against `space`: ``.json``
+    (``--format json``, the same as ``export --format json``) or ``.yaml``/``.yml`` (``--format yaml``).
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: not a pressroom profile, or one of another model, scheme or units.
+    """
+    text = path.read_text()
+    if path.suffix.lower() == ".json":
+        return read_profile(text, space, "json")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"the profile is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError("a profile YAML file must hold a mapping (as `pressroom best --format yaml` writes)")
+    profile = Profile.from_dict(data)
+    space.check(profile)
+    return profile
+
+
 def describe_levels(space: Space, profile: Profile) -> list[tuple[str, int, float]]:
     """(unit, level, meaning) per unit, for tables: sparsity, bits or dropped."""
     meanings = space.meanings(profile)
@@ -342,6 +365,7 @@ __all__ = [
     "profile_document",
     "profile_from_layer_values",
     "read_profile",
+    "read_profile_file",
     "unit_values",
     "write_profile",
 ]

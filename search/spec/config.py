@@ -42,6 +42,11 @@ DEFAULT_STORAGE = "sqlite:///pressroom.db"
 DEFAULT_ARTIFACTS = "~/.cache/pressroom/artifacts"
 
 
+#: Algorithm parameters added after studies were recorded, with their defaults: left out of the
+#: fingerprint at the default, so those studies still resume (any other value is part of it).
+LATER_DEFAULTS: dict[str, Any] = {"start": "auto"}
+
+
 class _Strict(BaseModel):
     # strict: `true` is not 1 and "2" is not 2 (lists still read as tuples where a field says so)
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
@@ -254,7 +259,11 @@ class Spec(_Strict):
         payload = {
             "evaluator": self.evaluator_spec().model_dump(mode="json", exclude={"cache_dir"}),
             "algorithm": self.algorithm.name,
-            "config": dataclasses.asdict(self.algorithm.config()),
+            "config": {
+                key: value
+                for key, value in dataclasses.asdict(self.algorithm.config()).items()
+                if key not in LATER_DEFAULTS or value != LATER_DEFAULTS[key]
+            },
         }
         if self.latency is not None:  # absent otherwise, so other searches keep their fingerprints
             payload["latency"] = self.latency.searched()

@@ -104,6 +104,21 @@ def test_more_workers_than_the_local_ray_holds_is_one_line_saying_what_fits(writ
     assert "workers.count 1000 does not fit: 1000 actors x 0.5 CPU need 500 CPU" in line and "actors fit" in line
 
 
+@pytest.mark.parametrize(
+    ("start", "message"),
+    [
+        ("nowhere/profile.json", "algorithm.params.start: nowhere/profile.json: no such file"),
+        ("dpp", "algorithm.params.start: 'dpp' is not allowed: one of ['auto', 'uniform', 'owl', 'dp']"),
+    ],
+)
+def test_a_bad_warm_start_is_one_line_before_any_worker_starts(write_spec, run_cli, tmp_path, start, message):
+    params = {"generations": 2, "offspring": 4, "stages": [[2, 256], [1, 512]], "start": start}
+    url = f"sqlite:///{tmp_path}/s.db"
+    result = run_cli("search", str(write_spec(algorithm={"name": "evopress", "params": params})), "--storage", url)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 def test_a_study_of_a_different_spec_is_refused(write_spec, run_cli, postgres_url, ray_head):
     common = ["--storage", postgres_url, "--ray-address", ray_head.address, "--study", "one-spec-only"]
     first = run_cli("search", str(write_spec("a.yaml")), *common)

@@ -232,3 +232,25 @@ def test_ctrl_c_marks_in_flight_trials_and_a_rerun_finishes(write_spec, postgres
 
 def _pressroom() -> str:
     return str(Path(sys.executable).with_name("pressroom"))
+
+
+def test_a_warm_start_is_never_worse_than_the_answer_on_heldout_data(
+    write_spec, postgres_url, ray_head, ray_session, tmp_path
+):
+    # From the additive DP's profile: the workers answer its statistics job, the report has a start row.
+    warm = {"name": "evopress", "params": {**LONG_EVOPRESS["params"], "generations": 2, "start": "dp"}}
+    outcome = _search(write_spec, postgres_url, ray_head, "warm-dp", algorithm=warm)
+    heldout = outcome.heldout
+    assert list(heldout) == ["uniform", "start", "best"]
+    assert heldout["best"]["fitness"] <= heldout["start"]["fitness"]
+    assert heldout["best"]["source"] in ("search", "start")
+    attrs = _study(postgres_url, "warm-dp").user_attrs
+    assert attrs[BEST]["fitness"] == outcome.best_fitness
+    assert attrs[BEST]["levels"] == list(outcome.best.values())
+    # From that answer, as `pressroom best -o` writes it.
+    path = tmp_path / "profile.json"
+    path.write_text(outcome.best.to_json())
+    again = {"name": "evopress", "params": {**warm["params"], "generations": 1, "start": str(path)}}
+    second = _search(write_spec, postgres_url, ray_head, "warm-file", algorithm=again)
+    assert second.heldout["best"]["fitness"] <= second.heldout["start"]["fitness"]
+    assert second.heldout["start"]["fitness"] == heldout["best"]["fitness"]  # the same profile, the same data
