@@ -4,5 +4,7 @@
 `exports` writes and reads a profile in the formats other tools take (JSON, a layer map,
 llm-compressor recipes, EvoPress's configuration text); `figures` draws the best profile and
 the fitness history; `dashboard` publishes those figures to Optuna's artifact store during a
-search and serves optuna-dashboard over the storage.
+search and serves optuna-dashboard over the storage; `summary` turns a profile into the few
+Optuna parameters a trial gets for the dashboard's plots; `readable` makes the dashboard's study
+attributes one line each and gives a COMPLETE trial a note naming its profile per layer.
 """

@@ -5,7 +5,8 @@ fitness history at most every `interval_s` seconds, at generation barriers, on a
 thread, and stores them as *study artifacts* in Optuna's file-system artifact store. Each
 figure keeps one artifact whose file is replaced in place (atomically), so the dashboard shows
 the newest version and nothing piles up. `pressroom dashboard` serves the storage with the same
-artifact folder; the study page then lists the figures under "Study Artifacts".
+artifact folder; the study page then lists the figures under "Study Artifacts", and the study's
+attributes and trial notes are made readable as they are served (`readable`).
 
 Example:
     >>> server = make_server("sqlite:///pressroom.db", host="127.0.0.1", port=8080,
@@ -40,6 +41,7 @@ from ..background import Background
 from ..secrets import redact_url
 from ..spec.config import Spec
 from ..storage.study import connect
+from .readable import readable_app
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +201,7 @@ def make_server(storage: str, *, host: str, port: int, artifacts: Path | None) -
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         app = wsgi(rdb, artifact_store=store)
-    app = _no_importance_without_params(app, rdb)
+    app = readable_app(_no_importance_without_params(app, rdb), rdb)
     return make_wsgi_server(host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)
 
 
