@@ -1,10 +1,11 @@
 """optuna-dashboard for pressroom studies: the figures a search publishes, its note, the server.
 
-During a search, `FigurePublisher` (a coordinator listener) redraws the best profile and the
-fitness history at most every `interval_s` seconds, at generation barriers, on a background
-thread, and stores them as *study artifacts* in Optuna's file-system artifact store. Each
-figure keeps one artifact whose file is replaced in place (atomically), so the dashboard shows
-the newest version and nothing piles up. `pressroom dashboard` serves the storage with the same
+During a search, `FigurePublisher` (a coordinator listener) redraws the best profile, the
+fitness history and the layer sensitivity fitted to the trials so far (`sensitivity`) at most
+every `interval_s` seconds, at generation barriers, on a background thread, and stores them as
+*study artifacts* in Optuna's file-system artifact store. Each figure keeps one artifact whose
+file is replaced in place (atomically), so the dashboard shows the newest version and nothing
+piles up. `pressroom dashboard` serves the storage with the same
 artifact folder; the study page then lists the figures under "Study Artifacts", and the study's
 attributes and trial notes are made readable as they are served (`readable`).
 
@@ -42,6 +43,7 @@ from ..secrets import redact_url
 from ..spec.config import Spec
 from ..storage.study import connect
 from .readable import readable_app
+from .sensitivity import layer_sensitivity
 
 logger = logging.getLogger(__name__)
 
@@ -105,14 +107,19 @@ class FigurePublisher:
         self._worker.submit(lambda: self.publish(best, history), key="figures")
 
     def publish(self, best: tuple[Profile, float] | None, history: list[dict[str, Any]]) -> None:
-        """Draw the figures now and store them (the background thread calls this)."""
-        from .figures import HISTORY_PNG, PROFILE_PNG, history_figure, profile_figure, save_png  # matplotlib: 1 s
+        """Draw the figures now and store them (the background thread calls this); the layer
+        sensitivity is fitted to every trial stored so far, once there are enough."""
+        from . import figures  # matplotlib: 1 s
 
+        estimate = layer_sensitivity(self.space, self.study.get_trials(deepcopy=False))
         with tempfile.TemporaryDirectory(prefix="pressroom-figures-") as tmp:
-            paths = [save_png(history_figure(history), Path(tmp) / HISTORY_PNG)]
+            paths = [figures.save_png(figures.history_figure(history), Path(tmp) / figures.HISTORY_PNG)]
             if best is not None:
-                figure = profile_figure(self.space, best[0], fitness=best[1])
-                paths.append(save_png(figure, Path(tmp) / PROFILE_PNG))
+                figure = figures.profile_figure(self.space, best[0], fitness=best[1])
+                paths.append(figures.save_png(figure, Path(tmp) / figures.PROFILE_PNG))
+            if estimate is not None:
+                figure = figures.sensitivity_figure(self.space, estimate)
+                paths.append(figures.save_png(figure, Path(tmp) / figures.SENSITIVITY_PNG))
             for path in paths:
                 self._store(path)
 
