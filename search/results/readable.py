@@ -12,7 +12,9 @@ nothing stored:
   block) with what each level means (sparsity 0.6, 4 bits, dropped), one row per block and one
   column per layer type where the model has that shape. A note a person saves wins.
 
-Every other request, and any answer not shaped as expected, passes through untouched.
+optuna-dashboard 0.21 keeps the route of its former "Trials (Table)" page but draws nothing
+there; that link is sent to Smart Selection, where the trial table is now. Every other request,
+and any answer not shaped as expected, passes through untouched.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from .summary import MEASURES, layer_type
 logger = logging.getLogger(__name__)
 
 _STUDY = re.compile(r"/api/studies(?:/(\d+))?")
+_TRIAL_TABLE = re.compile(r"(.*/studies/\d+)/trialTable")
 FIRST = (PROGRESS, BEST, HELDOUT)  # shown first; everything else keeps its order, the checkpoint last
 LONG = 200  # characters of JSON beyond which an attribute without a summary is not shown
 
@@ -44,6 +47,10 @@ def readable_app(app: Callable[..., Any], storage: BaseStorage) -> Callable[...,
     spaces: dict[int, Space | None] = {}  # by study id: a study's space never changes
 
     def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        table = _TRIAL_TABLE.fullmatch(environ.get("PATH_INFO", ""))
+        if table is not None:  # 0.21 draws no page there; its trial table is on Smart Selection now
+            start_response("302 Found", [("Location", f"{table.group(1)}/smartSelection"), ("Content-Length", "0")])
+            return [b""]
         match = _STUDY.fullmatch(environ.get("PATH_INFO", ""))
         if match is None or environ.get("REQUEST_METHOD", "GET") != "GET":
             return app(environ, start_response)
