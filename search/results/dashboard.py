@@ -218,7 +218,7 @@ _IMPORTANCES = re.compile(r"/api/studies/(\d+)/param_importances")
 def _no_importance_without_params(app: Any, storage: BaseStorage) -> Any:
     """Answer "no importances" for a study whose trials have no parameters.
 
-    pressroom records a profile as one user attribute, not as Optuna parameters, and
+    Studies made before trials got summary parameters (`summary`) have none, and
     optuna-dashboard 0.21 divides by zero computing the importances of such a study: every study
     page would show an "internal server error" instead of an empty importance card.
     """
