@@ -20,6 +20,7 @@ from spaces import Space
 from workers.runner import task_payload
 
 from ..algorithms.base import Algorithm, Candidate, Result
+from ..results.summary import ProfileSummary
 from ..storage.study import BEST, Evaluation, SearchStudy
 from ..storage.writer import TrialWriter
 
@@ -105,6 +106,7 @@ class Coordinator:
         self.algorithm = algorithm
         self.objectives = objectives
         self.space = space
+        self.summary = ProfileSummary(space)  # each trial's profile as a few dashboard parameters
         self.pool = pool
         self.study = study
         self.writer = writer
@@ -209,18 +211,21 @@ class Coordinator:
     def _dispatch(self, candidate: Candidate) -> None:
         levels = None if candidate.profile is None else self.space.to_array(candidate.profile)
         if candidate.job == "evaluate" and candidate.member not in self._open_members:
-            self._open_members.add(candidate.member)
-            self.writer.begin(candidate.member, self._trial_attrs(candidate, levels))
+            self._begin(candidate, levels)
         job = task_payload(candidate.job, levels, candidate.fidelity, candidate.params)
         self.pool.submit(candidate.id, job, route=levels)
 
-    def _trial_attrs(self, candidate: Candidate, levels: Any) -> dict[str, Any]:
-        return {
+    def _begin(self, candidate: Candidate, levels: Any) -> None:
+        """Open the member's trial: who it is, its levels, and their summary as parameters."""
+        self._open_members.add(candidate.member)
+        attrs = {
             "member": candidate.member,
             "generation": candidate.generation,
             "algorithm": self.algorithm.name,
             "levels": None if levels is None else [int(v) for v in levels],
         }
+        params = None if levels is None else self.summary.params(levels)
+        self.writer.begin(candidate.member, attrs, params, self.summary.distributions)
 
     def _result(self, outcome: Outcome) -> Result:
         candidate = self._in_flight[outcome.key]
@@ -261,9 +266,7 @@ class Coordinator:
         self.counters.replayed += 1
         if record.trial_state == TrialState.FAIL and candidate.job == "evaluate":
             if candidate.member not in self._open_members:
-                self._open_members.add(candidate.member)
-                levels = None if candidate.profile is None else self.space.to_array(candidate.profile)
-                self.writer.begin(candidate.member, self._trial_attrs(candidate, levels))
+                self._begin(candidate, None if candidate.profile is None else self.space.to_array(candidate.profile))
             self.writer.record(candidate.member, record, {"stage": candidate.stage, "worker": record.worker})
         return Result(candidate.id, record.fitness, tokens=record.tokens, seconds=record.seconds)
 

@@ -1,11 +1,13 @@
 """optuna-dashboard for pressroom studies: the figures a search publishes, its note, the server.
 
-During a search, `FigurePublisher` (a coordinator listener) redraws the best profile and the
-fitness history at most every `interval_s` seconds, at generation barriers, on a background
-thread, and stores them as *study artifacts* in Optuna's file-system artifact store. Each
-figure keeps one artifact whose file is replaced in place (atomically), so the dashboard shows
-the newest version and nothing piles up. `pressroom dashboard` serves the storage with the same
-artifact folder; the study page then lists the figures under "Study Artifacts".
+During a search, `FigurePublisher` (a coordinator listener) redraws the best profile, the
+fitness history and the layer sensitivity fitted to the trials so far (`sensitivity`) at most
+every `interval_s` seconds, at generation barriers, on a background thread, and stores them as
+*study artifacts* in Optuna's file-system artifact store. Each figure keeps one artifact whose
+file is replaced in place (atomically), so the dashboard shows the newest version and nothing
+piles up. `pressroom dashboard` serves the storage with the same
+artifact folder; the study page then lists the figures under "Study Artifacts", and the study's
+attributes and trial notes are made readable as they are served (`readable`).
 
 Example:
     >>> server = make_server("sqlite:///pressroom.db", host="127.0.0.1", port=8080,
@@ -40,6 +42,8 @@ from ..background import Background
 from ..secrets import redact_url
 from ..spec.config import Spec
 from ..storage.study import connect
+from .readable import readable_app
+from .sensitivity import layer_sensitivity
 
 logger = logging.getLogger(__name__)
 
@@ -103,14 +107,19 @@ class FigurePublisher:
         self._worker.submit(lambda: self.publish(best, history), key="figures")
 
     def publish(self, best: tuple[Profile, float] | None, history: list[dict[str, Any]]) -> None:
-        """Draw the figures now and store them (the background thread calls this)."""
-        from .figures import HISTORY_PNG, PROFILE_PNG, history_figure, profile_figure, save_png  # matplotlib: 1 s
+        """Draw the figures now and store them (the background thread calls this); the layer
+        sensitivity is fitted to every trial stored so far, once there are enough."""
+        from . import figures  # matplotlib: 1 s
 
+        estimate = layer_sensitivity(self.space, self.study.get_trials(deepcopy=False))
         with tempfile.TemporaryDirectory(prefix="pressroom-figures-") as tmp:
-            paths = [save_png(history_figure(history), Path(tmp) / HISTORY_PNG)]
+            paths = [figures.save_png(figures.history_figure(history), Path(tmp) / figures.HISTORY_PNG)]
             if best is not None:
-                figure = profile_figure(self.space, best[0], fitness=best[1])
-                paths.append(save_png(figure, Path(tmp) / PROFILE_PNG))
+                figure = figures.profile_figure(self.space, best[0], fitness=best[1])
+                paths.append(figures.save_png(figure, Path(tmp) / figures.PROFILE_PNG))
+            if estimate is not None:
+                figure = figures.sensitivity_figure(self.space, estimate)
+                paths.append(figures.save_png(figure, Path(tmp) / figures.SENSITIVITY_PNG))
             for path in paths:
                 self._store(path)
 
@@ -199,7 +208,7 @@ def make_server(storage: str, *, host: str, port: int, artifacts: Path | None) -
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         app = wsgi(rdb, artifact_store=store)
-    app = _no_importance_without_params(app, rdb)
+    app = readable_app(_no_importance_without_params(app, rdb), rdb)
     return make_wsgi_server(host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)
 
 
@@ -209,7 +218,7 @@ _IMPORTANCES = re.compile(r"/api/studies/(\d+)/param_importances")
 def _no_importance_without_params(app: Any, storage: BaseStorage) -> Any:
     """Answer "no importances" for a study whose trials have no parameters.
 
-    pressroom records a profile as one user attribute, not as Optuna parameters, and
+    Studies made before trials got summary parameters (`summary`) have none, and
     optuna-dashboard 0.21 divides by zero computing the importances of such a study: every study
     page would show an "internal server error" instead of an empty importance card.
     """

@@ -1,4 +1,4 @@
-"""Figures of a search: the best profile per layer, and the fitness per generation.
+"""Figures of a search: the best profile per layer, the fitness per generation, layer sensitivity.
 
 Every fitness in them is the search's own: measured on calibration minibatches, a fresh one per
 generation, never on the held-out split (`pressroom search` and `best` report that one). Titles
@@ -25,9 +25,11 @@ from matplotlib.patches import Patch
 from spaces import Space
 
 from ..algorithms import read_float
+from .sensitivity import Sensitivity
 
 PROFILE_PNG = "best-profile.png"
 HISTORY_PNG = "fitness-history.png"
+SENSITIVITY_PNG = "layer-sensitivity.png"
 _KIND_COLOURS = {"attn": "#4c72b0", "mlp": "#dd8452", "linear": "#55a868"}
 _MIXED_COLOUR = "#8172b3"  # a block unit: attention and MLP share one level
 HISTORY_TITLE = "search fitness per generation (calibration minibatches, a fresh one each generation)"
@@ -61,9 +63,45 @@ def profile_figure(
     """
     meanings = space.meanings(profile)
     scheme = space.scheme.name
+    fig, ax = _figure(space)
+    handles = _unit_bars(ax, space, [meanings[unit.name] for unit in space.units])
+    ax.set_ylabel(_AXIS_LABELS.get(scheme, scheme))
+    if scheme != "drop":
+        handles.append(ax.axhline(space.scheme.target, color="#333333", linestyle="--", linewidth=1, label="target"))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    average = space.average(profile)
+    heading = title or f"best profile: average {scheme} {average:.4g} over {len(space.units)} units"
+    if fitness is not None:
+        heading += f", search fitness {fitness:.5g} (calibration data)"
+    ax.set_title(heading)
+    return fig
+
+
+def sensitivity_figure(space: Space, estimate: Sensitivity) -> Figure:
+    """Per unit, the fitness change of one step up its levels (`sensitivity.layer_sensitivity`),
+    drawn as the best profile is: in model order, grouped by block, coloured by kind."""
+    fig, ax = _figure(space)
+    handles = _unit_bars(ax, space, [float(v) for v in estimate.effects])
+    ax.axhline(0.0, color="#333333", linewidth=0.8)
+    ax.set_ylabel("fitness change per level step up" + (", vs the average unit" if space.exact else ""))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    ax.set_title(
+        f"layer sensitivity: ridge fit over {estimate.evaluations} evaluations"
+        f" in {estimate.groups} (generation, tokens) groups"
+    )
+    return fig
+
+
+def _figure(space: Space) -> tuple[Figure, Any]:
+    """A figure one bar per unit wide, and its axes."""
     width = min(16.0, max(6.0, 0.12 * len(space.units) + 2.5))
     fig = Figure(figsize=(width, 4.2), dpi=100, layout="constrained")
-    ax = fig.add_subplot()
+    return fig, fig.add_subplot()
+
+
+def _unit_bars(ax: Any, space: Space, values: Sequence[float]) -> list[Artist]:
+    """One bar per unit in model order, blocks told apart by shaded bands and labelled under
+    the axis, bars coloured by what the unit holds; returns the legend's handles."""
     blocks: dict[int, list[int]] = {}
     used: set[str] = set()
     mixed = False
@@ -74,7 +112,7 @@ def profile_figure(
             used |= kinds
         mixed = mixed or len(kinds) > 1
         colour = _KIND_COLOURS[next(iter(kinds))] if len(kinds) == 1 else _MIXED_COLOUR
-        ax.bar(i, meanings[unit.name], width=0.8, color=colour)
+        ax.bar(i, values[i], width=0.8, color=colour)
     ordered = sorted(blocks.items())
     for _, members in ordered[::2]:
         ax.axvspan(members[0] - 0.5, members[-1] + 0.5, color="#000000", alpha=0.05, linewidth=0)
@@ -82,19 +120,10 @@ def profile_figure(
     ax.set_xticks([(m[0] + m[-1]) / 2 for _, m in shown], [str(b) for b, _ in shown])
     ax.set_xlim(-0.5, len(space.units) - 0.5)
     ax.set_xlabel("transformer block")
-    ax.set_ylabel(_AXIS_LABELS.get(scheme, scheme))
     handles: list[Artist] = [Patch(color=c, label=kind) for kind, c in _KIND_COLOURS.items() if kind in used]
     if mixed:
         handles.append(Patch(color=_MIXED_COLOUR, label="whole block"))
-    if scheme != "drop":
-        handles.append(ax.axhline(space.scheme.target, color="#333333", linestyle="--", linewidth=1, label="target"))
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
-    average = space.average(profile)
-    heading = title or f"best profile: average {scheme} {average:.4g} over {len(space.units)} units"
-    if fitness is not None:
-        heading += f", search fitness {fitness:.5g} (calibration data)"
-    ax.set_title(heading)
-    return fig
+    return handles
 
 
 def history_figure(history: Sequence[Mapping[str, Any]], *, title: str = HISTORY_TITLE) -> Figure:
@@ -154,8 +183,10 @@ __all__ = [
     "LOWEST_LABEL",
     "PARENT_LABEL",
     "PROFILE_PNG",
+    "SENSITIVITY_PNG",
     "WINNER_LABEL",
     "history_figure",
     "profile_figure",
     "save_png",
+    "sensitivity_figure",
 ]

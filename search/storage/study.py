@@ -5,6 +5,8 @@ intermediate value per selection stage (step = tokens), PRUNED when a stage drop
 with its last-stage fitness otherwise. The profile is one JSON user attribute: at 224 layers, a
 trial with 224 Optuna parameters took 461 ms to create on PostgreSQL against 12 ms with one JSON
 attribute (`benchmarks/storage.py`), and the dashboard cannot show 224 parameters usefully anyway.
+Instead a trial has a dozen Optuna parameters that summarise its profile (average levels per
+block group and layer type, `search.results.summary`), for the dashboard's parameter plots.
 
 Only the coordinator writes, through `writer.TrialWriter`, on a background thread.
 """

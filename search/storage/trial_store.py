@@ -1,6 +1,6 @@
 """Storing one pass of the trial writer: through Optuna's public API, or in one SQL transaction.
 
-Optuna's public storage API commits each trial, user attribute and intermediate value in its own
+Optuna's public storage API commits each trial, parameter, user attribute and intermediate value in its own
 ORM transaction. Recording one evaluation that way cost the coordinator about 20 ms of CPU, which
 held one driver near 50 evaluations per second (`benchmarks/coordinator.py`). `SqlTrialStore`
 writes the same rows with SQLAlchemy Core, every trial of a pass in one transaction, into the
@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import optuna
+from optuna.distributions import BaseDistribution, distribution_to_json
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState, create_trial
 from sqlalchemy import bindparam, delete, func, insert, select, update
@@ -50,6 +51,9 @@ class TrialRows:
         values: one per objective, with a COMPLETE state.
         attrs: user attributes to set.
         intermediate: intermediate values to set, by step.
+        params: parameter values of a trial this creates (the profile's summary); Optuna sets
+            parameters once, so an existing trial's are left as they are.
+        distributions: the distribution of each parameter in `params`.
     """
 
     member: int
@@ -59,16 +63,25 @@ class TrialRows:
     values: list[float] | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
     intermediate: dict[int, float] = field(default_factory=dict)
+    params: dict[str, float] = field(default_factory=dict)
+    distributions: dict[str, BaseDistribution] = field(default_factory=dict)
 
     def stored(self) -> None:
         """Everything in these rows is stored."""
         self.state, self.values = None, None
         self.attrs.clear()
         self.intermediate.clear()
+        self.params.clear()
 
     @property
     def empty(self) -> bool:
-        return self.trial_id is not None and self.state is None and not self.attrs and not self.intermediate
+        return (
+            self.trial_id is not None
+            and self.state is None
+            and not self.attrs
+            and not self.intermediate
+            and not self.params
+        )
 
 
 class RefusedWrite(RuntimeError):
@@ -98,12 +111,15 @@ class ApiTrialStore:
                     values=row.values if row.state == TrialState.COMPLETE else None,
                     user_attrs=row.attrs,
                     intermediate_values=row.intermediate,
+                    params=row.params,
+                    distributions={name: row.distributions[name] for name in row.params},
                 )
                 template.datetime_start = row.started
                 row.trial_id = storage.create_new_trial(study_id, template_trial=template)
                 row.stored()
                 calls += 1
                 continue
+            row.params.clear()  # Optuna sets a trial's parameters once, when it is created
             for step in list(row.intermediate):
                 storage.set_trial_intermediate_value(row.trial_id, step, row.intermediate.pop(step))
                 calls += 1
@@ -143,6 +159,8 @@ class SqlTrialStore:
         self.intermediate = models.TrialIntermediateValueModel.__table__
         self.user_attrs = models.TrialUserAttributeModel.__table__
         self.study_attrs = models.StudyUserAttributeModel.__table__
+        self.params = models.TrialParamModel.__table__
+        self._distribution_json: dict[BaseDistribution, str] = {}  # one text per distribution, made once
         self.value_repr = models.TrialValueModel.value_to_stored_repr
         self.intermediate_repr = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
 
@@ -185,6 +203,14 @@ class SqlTrialStore:
                 for key, value in row.attrs.items()
             ]
             self._replace(conn, self.user_attrs, "key", attrs, old)
+            params = [
+                {"trial_id": trial_id, "param_name": name, **self._param(value, row.distributions[name])}
+                for row, trial_id in pairs
+                if trial_id not in old
+                for name, value in row.params.items()
+            ]
+            if params:
+                conn.execute(insert(self.params), params)
             self._set_values(conn, pairs)
             finished = [
                 {"b_id": trial_id, "state": row.state, "datetime_complete": now if row.state.is_finished() else None}
@@ -227,6 +253,13 @@ class SqlTrialStore:
                     records.append({"trial_id": trial_id, "objective": objective, "value": number, "value_type": kind})
         if records:
             conn.execute(insert(self.values), records)
+
+    def _param(self, value: float, distribution: BaseDistribution) -> dict[str, Any]:
+        """A parameter's columns, as Optuna's `set_trial_param` stores them."""
+        text = self._distribution_json.get(distribution)
+        if text is None:
+            text = self._distribution_json[distribution] = distribution_to_json(distribution)
+        return {"param_value": distribution.to_internal_repr(value), "distribution_json": text}
 
     def _intermediate(self, value: float) -> dict[str, Any]:
         stored, kind = self.intermediate_repr(value)

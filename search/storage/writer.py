@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import Any
 
 import tenacity
+from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import exc as sa_exc
 
@@ -65,6 +66,8 @@ class _Member:
 
     attrs: dict[str, Any]
     trial_id: int | None = None
+    params: dict[str, float] = field(default_factory=dict)
+    distributions: dict[str, BaseDistribution] = field(default_factory=dict)
     started: datetime = field(default_factory=datetime.now)
     evaluations: list[dict[str, Any]] = field(default_factory=list)
     unwritten_values: dict[int, float] = field(default_factory=dict)
@@ -86,6 +89,8 @@ class _Member:
             values=self.final_values if state == TrialState.COMPLETE else None,
             attrs={key: attrs[key] for key in (attrs if new else sorted(self.dirty))},
             intermediate=dict(self.unwritten_values),
+            params=dict(self.params) if new else {},
+            distributions=self.distributions,
         )
         self.dirty.clear()
         self.unwritten_values.clear()
@@ -153,9 +158,22 @@ class TrialWriter:
             if len(self._events) == 1:  # the thread may be waiting for a first event
                 self._lock.notify_all()
 
-    def begin(self, member: int, attrs: Mapping[str, Any]) -> None:
-        """A member's first evaluation was dispatched: its trial should exist, RUNNING."""
-        self._push("begin", (member, dict(attrs)))
+    def begin(
+        self,
+        member: int,
+        attrs: Mapping[str, Any],
+        params: Mapping[str, float] | None = None,
+        distributions: Mapping[str, BaseDistribution] | None = None,
+    ) -> None:
+        """A member's first evaluation was dispatched: its trial should exist, RUNNING, with
+        these user attributes and Optuna parameters (each with its distribution). Parameters
+        are set when the trial is created, as Optuna's own trials do, and never changed."""
+        params = dict(params or {})
+        distributions = dict(distributions or {})
+        missing = sorted(set(params) - set(distributions))
+        if missing:
+            raise ValueError(f"parameters {missing} have no distribution; give one per parameter")
+        self._push("begin", (member, dict(attrs), params, distributions))
 
     def adopt(self, member: int) -> None:
         """A member whose trial was finished before a restart: its later events change nothing."""
@@ -284,8 +302,11 @@ class TrialWriter:
                 continue  # a finished trial is never reopened
             entry = self._members.setdefault(member, _Member({}))
             if kind == "begin":
-                entry.attrs.update(payload[1])
-                entry.dirty.update(payload[1])
+                _, attrs, params, distributions = payload
+                entry.attrs.update(attrs)
+                entry.dirty.update(attrs)
+                entry.params.update(params)
+                entry.distributions.update(distributions)
             elif kind == "record":
                 _, evaluation, attrs = payload
                 entry.attrs.update(attrs)

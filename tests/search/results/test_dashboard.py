@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -17,10 +18,11 @@ import optuna
 import pytest
 import yaml
 from optuna.artifacts import get_all_artifact_meta
+from optuna.trial import TrialState
 
 from search.driver.run import run_search
 from search.results.dashboard import FigurePublisher, spec_note
-from search.results.figures import HISTORY_PNG, PROFILE_PNG
+from search.results.figures import HISTORY_PNG, PROFILE_PNG, SENSITIVITY_PNG
 from search.spec.config import load_spec, load_spec_text
 from search.storage.study import SearchStudy, connect
 from tests.conftest import free_port
@@ -77,9 +79,10 @@ def _wait_until_up(url: str, timeout: float = 120.0) -> None:
 
 
 def _keep(screenshot: Path) -> None:
-    """Copy a screenshot to artifacts/ (git-ignored) so a person can look at it."""
-    kept = REPO / "artifacts"
-    kept.mkdir(exist_ok=True)
+    """Copy a screenshot where a person looks at it: $PRESSROOM_SCREENSHOTS (docs/images refreshes
+    the ones docs/results.md shows), else artifacts/ (git-ignored)."""
+    kept = Path(os.environ.get("PRESSROOM_SCREENSHOTS") or REPO / "artifacts")
+    kept.mkdir(parents=True, exist_ok=True)
     shutil.copy(screenshot, kept / screenshot.name)
 
 
@@ -97,49 +100,81 @@ def test_the_dashboard_shows_a_finished_search(write_spec, postgres_url, ray_hea
 
     study = optuna.load_study(study_name="dashboard-search", storage=postgres_url)
     listed = get_all_artifact_meta(study)
-    assert sorted(m.filename for m in listed) == sorted([HISTORY_PNG, PROFILE_PNG])  # one each, however often redrawn
+    figures = [HISTORY_PNG, PROFILE_PNG, SENSITIVITY_PNG]
+    assert sorted(m.filename for m in listed) == sorted(figures)  # one each, however often redrawn
     metas = {meta.filename: meta for meta in listed}
     for meta in metas.values():
         assert (artifacts / meta.artifact_id).read_bytes().startswith(PNG)
     assert study.metric_names == ["fitness"]
+    params = list(study.trials[0].params)
+    assert 0 < len(params) <= 12 and all(t.params.keys() == set(params) for t in study.trials)
+    complete = next(t for t in study.trials if t.state == TrialState.COMPLETE)
 
     _wait_until_up(url)
     browser = _browser(tmp_path / "chromium-profile")
     wait = WebDriverWait(browser, 90)
     text = lambda: browser.find_element(By.TAG_NAME, "body").text  # noqa: E731
+    shots = []
+
+    def shot(name: str) -> None:
+        browser.save_screenshot(str(tmp_path / name))
+        shots.append(name)
+
+    def image_shown(filename: str) -> Any:
+        figure = f"/artifacts/{study._study_id}/{metas[filename].artifact_id}"
+
+        def shown(_: Any) -> Any:
+            images = [i for i in browser.find_elements(By.TAG_NAME, "img") if figure in (i.get_attribute("src") or "")]
+            loaded = images and browser.execute_script("return arguments[0].naturalWidth", images[0]) > 0
+            return images[0] if loaded else None
+
+        return wait.until(shown)
+
     try:
         browser.get(f"{url}/dashboard")
         wait.until(lambda _: "dashboard-search" in text())  # the study is listed
 
         browser.set_window_size(1600, 2600)
-        browser.get(f"{url}/dashboard/studies/{study._study_id}")
-        figure = f"/artifacts/{study._study_id}/{metas[PROFILE_PNG].artifact_id}"
-
-        def figure_shown(_: Any) -> Any:
-            images = [i for i in browser.find_elements(By.TAG_NAME, "img") if figure in (i.get_attribute("src") or "")]
-            loaded = images and browser.execute_script("return arguments[0].naturalWidth", images[0]) > 0
-            return images[0] if loaded else None
-
-        image = wait.until(figure_shown)  # the best profile's figure, loaded from the artifact store
+        study_page = f"{url}/dashboard/studies/{study._study_id}"
+        browser.get(study_page)
+        image = image_shown(PROFILE_PNG)  # the best profile's figure, loaded from the artifact store
+        image_shown(SENSITIVITY_PNG)
         wait.until(lambda _: "Study Artifacts" in text() and "Intermediate" in text())
-        assert "internal server error" not in text()
-        browser.save_screenshot(str(tmp_path / "dashboard-study.png"))
+        wait.until(lambda _: "Hyperparameter Importance" in text() and params[0] in text())  # the summary's
+        shown = text()
+        assert "internal server error" not in shown and '"rng"' not in shown
+        assert "state after" in shown or "pressroom.checkpoint" not in shown  # described, never dumped
+        shot("dashboard-study.png")
         browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", image)
-        browser.save_screenshot(str(tmp_path / "dashboard-figures.png"))
+        shot("dashboard-figures.png")
 
-        browser.get(f"{url}/dashboard/studies/{study._study_id}/trials")
+        browser.get(f"{study_page}/analytics")  # slice and contour plots over the summary parameters
+        wait.until(lambda _: "Slice" in text() and "Contour" in text() and params[1] in text())
+        assert "internal server error" not in text()
+        shot("dashboard-analytics.png")
+
+        browser.get(f"{study_page}/trialTable")  # 0.21 moved the trial table to Smart Selection
+        wait.until(lambda _: browser.current_url.endswith("/smartSelection") and "Parallel Coordinate" in text())
+        wait.until(lambda _: "Complete" in text() and params[0] in text())
+        shot("dashboard-trial-table.png")
+
+        browser.get(f"{study_page}/trials?numbers={complete.number}")  # its profile per named layer
+        wait.until(lambda _: "Profile: sparsity per layer" in text() and "q_proj" in text())
+        shot("dashboard-trial-profile.png")
+
+        browser.get(f"{study_page}/trials")
         wait.until(lambda _: "User Attributes" in text())
         shown = text()
         assert "Pruned" in shown and "Complete" in shown
         for attr in ("generation", "member", "algorithm evopress", "worker", "stage", "levels"):
             assert attr in shown, attr
-        browser.save_screenshot(str(tmp_path / "dashboard-trials.png"))
+        shot("dashboard-trials.png")
 
-        browser.get(f"{url}/dashboard/studies/{study._study_id}/note")
+        browser.get(f"{study_page}/note")
         wait.until(lambda _: "compression: sparsity to target 0.5 with magnitude" in text())
     finally:
         browser.quit()
-    for name in ("dashboard-study.png", "dashboard-figures.png", "dashboard-trials.png"):
+    for name in shots:
         assert (tmp_path / name).read_bytes().startswith(PNG)
         _keep(tmp_path / name)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import optuna
 import pytest
+from optuna.distributions import FloatDistribution
 from optuna.storages._rdb import models
 from optuna.trial import TrialState, create_trial
 
@@ -25,15 +26,20 @@ def _evaluation(member: int, stage: int, fitness: float | None, tokens: int) -> 
     return Evaluation(10 * member + stage, member, stage, fitness, tokens, 0.05, "w0", TrialState.RUNNING)
 
 
+DISTRIBUTIONS = {"sparsity blocks 0-1": FloatDistribution(0.25, 0.75), "bits q_proj": FloatDistribution(2.0, 8.0)}
+
+
 def _search(writer: TrialWriter, objectives: int) -> None:
     """Every kind of event, some members stored in several passes, some in one."""
     final = [0.5] if objectives == 1 else [0.5, 2.0]
-    writer.begin(0, {"member": 0, "generation": 0, "levels": [1, 2, 3]})
+    params = {"sparsity blocks 0-1": 0.5, "bits q_proj": 3.5}
+    writer.begin(0, {"member": 0, "generation": 0, "levels": [1, 2, 3]}, params, DISTRIBUTIONS)
     writer.record(0, _evaluation(0, 0, 0.9, 256), {"stage": 0, "worker": "w0"})
     writer.record(0, _evaluation(0, 1, 0.7, 1024), {"stage": 1, "worker": "w1"})
     writer.finish(0, TrialState.COMPLETE, final)
-    writer.begin(1, {"member": 1, "levels": [0, 0, 0]})
+    writer.begin(1, {"member": 1, "levels": [0, 0, 0]}, params, DISTRIBUTIONS)
     writer.flush()  # stored RUNNING, then changed in later passes
+    writer.begin(1, {"member": 1}, {"bits q_proj": 4.0}, DISTRIBUTIONS)  # a stored trial's parameters stay
     writer.record(1, _evaluation(1, 0, math.inf, 256), {"stage": 0, "worker": "w0", "attempts": 2})
     writer.flush()
     writer.record(1, _evaluation(1, 1, math.nan, 1024), {"stage": 1, "worker": "w0"})
@@ -60,7 +66,9 @@ def _trials(study: SearchStudy) -> list[tuple[Any, ...]]:
         assert trial.datetime_start is not None
         assert (trial.datetime_complete is not None) == trial.state.is_finished()
         intermediate = {step: "nan" if math.isnan(v) else v for step, v in trial.intermediate_values.items()}
-        out.append((trial.number, trial.state, trial.values, intermediate, trial.user_attrs, trial.params))
+        out.append(
+            (trial.number, trial.state, trial.values, intermediate, trial.user_attrs, trial.params, trial.distributions)
+        )
     return out
 
 
@@ -80,6 +88,8 @@ def test_direct_sql_and_the_public_api_store_identical_trials(storage_url, objec
         TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.COMPLETE
     ]  # fmt: skip
     assert trials[1][3] == {256: math.inf, 1024: "nan"} and trials[1][4]["attempts"] == 2
+    assert trials[0][5] == {"sparsity blocks 0-1": 0.5, "bits q_proj": 3.5} and trials[0][6] == DISTRIBUTIONS
+    assert trials[1][5] == {"sparsity blocks 0-1": 0.5, "bits q_proj": 3.5} and trials[2][5] == {}
     assert attrs["pressroom.checkpoint"] == '{"next_id": 4}' and attrs["pressroom.best"] == {"fitness": 0.5}
 
 
