@@ -121,7 +121,7 @@ class Evaluator:
         self._teacher: TeacherCache[list[Any]] = TeacherCache(
             spec.data.teacher_cache_mb << 20, lambda parts: sum(_nbytes(p) for p in parts)
         )
-        self.db = self._open_database(progress)
+        self.db = self.open_database(progress)
 
     # --- setup ----------------------------------------------------------------------------------
 
@@ -137,7 +137,9 @@ class Evaluator:
                 module.bias = nn.Parameter(self._dense_bias[name], requires_grad=False)
         return teacher.eval()
 
-    def _open_database(self, progress: Progress | None) -> CompressionDatabase:
+    def open_database(self, progress: Progress | None = None) -> CompressionDatabase:
+        """Open the compression database, building whatever is missing (also after
+        `CompressionDatabase.discard`, which is how `pressroom verify-db --repair` rebuilds)."""
         compression = self.spec.compression
         choices = self.space.layer_choices()
         header = CompressionDatabase.header(
