@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from optuna.trial import TrialState
 
+from evaluators.startup import start_line
 from spaces import Space
 from workers.runner import task_payload
 
@@ -114,6 +115,7 @@ class Coordinator:
         self._in_flight: dict[int, Candidate] = {}
         self._open_members: set[int] = set()
         self._replay: dict[int, Evaluation] = {}
+        self._before_first: tuple[float, float] | None = None  # wall and CPU clocks until a dispatch
 
     # --- resume ----------------------------------------------------------------------------------
 
@@ -150,6 +152,7 @@ class Coordinator:
     def run(self) -> None:
         """Drive the algorithm until it finishes. On KeyboardInterrupt, in-flight trials are
         marked FAIL and every queued write is finished before the interrupt propagates."""
+        self._before_first = (time.perf_counter(), time.process_time())
         try:
             while not self.algorithm.finished:
                 self._step()
@@ -213,6 +216,14 @@ class Coordinator:
             self.writer.begin(candidate.member, self._trial_attrs(candidate, levels))
         job = task_payload(candidate.job, levels, candidate.fidelity, candidate.params)
         self.pool.submit(candidate.id, job, route=levels)
+        if self._before_first is not None:  # the initial population's cost, and the whole start's CPU
+            wall, cpu = self._before_first
+            self._before_first = None
+            logger.info(
+                "%s; %.1f CPU-s in this process since the command",
+                start_line("dispatched the first evaluation", time.perf_counter() - wall, time.process_time() - cpu),
+                time.process_time(),
+            )
 
     def _trial_attrs(self, candidate: Candidate, levels: Any) -> dict[str, Any]:
         return {

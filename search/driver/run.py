@@ -16,6 +16,7 @@ from typing import Any
 
 from rich.console import Console
 
+from evaluators.startup import StartTimer
 from spaces import Fidelity, Profile, Space
 from workers.routing import PrefixDistance
 from workers.runner import task_payload
@@ -102,7 +103,9 @@ class Workers:
 
         from workers import ResourceError, WorkerPool, actor_options, check_fits, make_actors, wait_ready
 
-        self._started_ray = _start_ray(spec.workers.ray_address)
+        timer = StartTimer(logger)
+        with timer.step("started Ray"):
+            self._started_ray = _start_ray(spec.workers.ray_address)
         self.pool: Any = None
         w = spec.workers
 
@@ -116,16 +119,17 @@ class Workers:
                 if self._started_ray:  # pressroom's own local Ray: nothing will add resources
                     raise SearchError(f"workers.count {w.count} does not fit: {exc}") from None
                 logger.warning("%s; waiting up to workers.start_timeout_s for the cluster to scale up", exc)
-            actors = start(w.count)
-            try:
-                infos = wait_ready(actors, w.start_timeout_s)
-            except TimeoutError as exc:
-                raise SearchError(
-                    f"the workers did not start: {exc} (workers.start_timeout_s); the cluster lacks resources "
-                    "for them, or loading the model takes longer"
-                ) from None
-            except ray.exceptions.RayError as exc:
-                raise SearchError(f"the workers could not start: {_cause(exc)}") from None
+            with timer.step(f"started {w.count} worker{'' if w.count == 1 else 's'}"):
+                actors = start(w.count)
+                try:
+                    infos = wait_ready(actors, w.start_timeout_s)
+                except TimeoutError as exc:
+                    raise SearchError(
+                        f"the workers did not start: {exc} (workers.start_timeout_s); the cluster lacks resources "
+                        "for them, or loading the model takes longer"
+                    ) from None
+                except ray.exceptions.RayError as exc:
+                    raise SearchError(f"the workers could not start: {_cause(exc)}") from None
             for info in infos:  # a worker's own log is not watched: say it here
                 for repair in info.get("repairs", []):
                     logger.warning(

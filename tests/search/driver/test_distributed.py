@@ -88,9 +88,13 @@ def _check_trials_match(url: str, study: str, recorder: Recorder) -> None:
             assert entry["fitness"] == min(values)  # the winner; parent_fitness is the parent's re-draw
 
 
-def test_a_search_on_ray_records_every_evaluation_in_postgres(write_spec, postgres_url, ray_head, ray_session):
+def test_a_search_on_ray_records_every_evaluation_in_postgres(write_spec, postgres_url, ray_head, ray_session, caplog):
     recorder = Recorder()
-    outcome = _search(write_spec, postgres_url, ray_head, "integration", listeners=[recorder])
+    with caplog.at_level("INFO", logger="search.driver.coordinator"):
+        outcome = _search(write_spec, postgres_url, ray_head, "integration", listeners=[recorder])
+    first = [r.getMessage() for r in caplog.records if "the first evaluation" in r.getMessage()]
+    assert len(first) == 1 and first[0].startswith("start: dispatched the first evaluation in "), first
+    assert first[0].endswith(" CPU-s in this process since the command"), first
     algorithm = recorder.algorithm
     assert algorithm.finished
     _check_trials_match(postgres_url, "integration", recorder)
