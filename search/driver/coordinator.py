@@ -16,7 +16,6 @@ from typing import Any, Protocol
 
 from optuna.trial import TrialState
 
-from evaluators.startup import start_line
 from spaces import Space
 from workers.runner import task_payload
 
@@ -89,6 +88,8 @@ class Coordinator:
         ask_ahead: candidates to keep queued per live worker, so routing has a choice.
         objectives: in a multi-objective study, the values after the fitness that a member's
             COMPLETE trial records (e.g. its estimated latency); None for one objective.
+        began: `time.perf_counter()` when the search began, for the start-up line the first
+            dispatch logs (how long from the start to the first evaluation); None: when `run` began.
     """
 
     def __init__(
@@ -102,6 +103,7 @@ class Coordinator:
         listeners: Sequence[Listener] = (),
         ask_ahead: int = 2,
         objectives: Callable[[Candidate], Sequence[float]] | None = None,
+        began: float | None = None,
     ) -> None:
         self.algorithm = algorithm
         self.objectives = objectives
@@ -115,7 +117,8 @@ class Coordinator:
         self._in_flight: dict[int, Candidate] = {}
         self._open_members: set[int] = set()
         self._replay: dict[int, Evaluation] = {}
-        self._before_first: tuple[float, float] | None = None  # wall and CPU clocks until a dispatch
+        self._began = began
+        self._dispatched = False
 
     # --- resume ----------------------------------------------------------------------------------
 
@@ -152,7 +155,8 @@ class Coordinator:
     def run(self) -> None:
         """Drive the algorithm until it finishes. On KeyboardInterrupt, in-flight trials are
         marked FAIL and every queued write is finished before the interrupt propagates."""
-        self._before_first = (time.perf_counter(), time.process_time())
+        if self._began is None:
+            self._began = time.perf_counter()
         try:
             while not self.algorithm.finished:
                 self._step()
@@ -216,12 +220,11 @@ class Coordinator:
             self.writer.begin(candidate.member, self._trial_attrs(candidate, levels))
         job = task_payload(candidate.job, levels, candidate.fidelity, candidate.params)
         self.pool.submit(candidate.id, job, route=levels)
-        if self._before_first is not None:  # the initial population's cost, and the whole start's CPU
-            wall, cpu = self._before_first
-            self._before_first = None
+        if not self._dispatched:  # the whole start, the initial population included
+            self._dispatched = True
             logger.info(
-                "%s; %.1f CPU-s in this process since the command",
-                start_line("dispatched the first evaluation", time.perf_counter() - wall, time.process_time() - cpu),
+                "start: dispatched the first evaluation %.1f s after the search began (%.1f CPU-s in this process)",
+                time.perf_counter() - (self._began or 0.0),
                 time.process_time(),
             )
 

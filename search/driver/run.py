@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -185,6 +186,7 @@ def run_search(
         SearchError: bad input discovered while starting (storage, Ray, MLflow, workers), with the reason.
         KeyboardInterrupt: after in-flight trials were marked FAIL and writes finished.
     """
+    began = time.perf_counter()
     console = console or Console(stderr=True)
     url = spec.storage_url()
     secrets = url_secrets(url)
@@ -223,9 +225,8 @@ def run_search(
         )
         lease = lease or Lease.take(storage, spec.study_name)
         writer = TrialWriter(study, guard=lease.check)
-        coordinator = Coordinator(
-            algorithm, space, pool, study, writer, objectives=None if latency is None else latency.objectives
-        )
+        objectives = None if latency is None else latency.objectives
+        coordinator = Coordinator(algorithm, space, pool, study, writer, objectives=objectives, began=began)
         view = LiveView(console, coordinator.counters, f"pressroom: {spec.study_name}")
         observers.append(attach_figures(spec, study.study, space))
         coordinator.listeners = [view, *observers, *listeners]
