@@ -269,11 +269,11 @@ class CompressionDatabase:
     def verify(self, progress: Progress | None = None) -> dict[str, str]:
         """Hash every file the manifest names against its recorded SHA-256 (which opening does not).
 
-        Returns:
-            layer name -> one line naming its bad file and what is wrong; empty when all match.
-
         Args:
             progress: called with (done, total, layer name) after each layer.
+
+        Returns:
+            layer name -> one line naming its bad file and what is wrong; empty when all match.
         """
         bad: dict[str, str] = {}
         entries = sorted(self.manifest["layers"].items())
@@ -289,13 +289,13 @@ class CompressionDatabase:
         return bad
 
     def discard(self, names: Sequence[str]) -> None:
-        """Forget the named layers' files (under the folder's lock), so the next open rebuilds them."""
+        """Drop the named layers from the manifest (under the folder's lock), so the next open
+        rebuilds them. Their files stay until the rebuild replaces each (an atomic rename), so a
+        worker of a running search that reads one meanwhile never finds it missing."""
         with _locked(self.root):
             manifest = json.loads((self.root / "manifest.json").read_text())
             for name in names:
-                entry = manifest["layers"].pop(name, None)
-                if entry and entry["file"] is not None:
-                    (self.root / entry["file"]).unlink(missing_ok=True)
+                manifest["layers"].pop(name, None)
             _write_json(self.root / "manifest.json", manifest)
             self.manifest = manifest
             self._rankings.clear()
