@@ -2,12 +2,18 @@
 
 One folder per (model, scheme settings, compressor, calibration) combination, named by a hash
 of them, holding one safetensors file per layer and `manifest.json` with the fingerprints and
-each file's SHA-256. Nested-mask compressors (magnitude, Wanda) store one ranking per layer that
-serves every level; SparseGPT and GPTQ store one weight per setting; RTN needs no statistics;
-drop stores nothing. N:M levels of the mixed scheme (negative settings) store a keep-mask
-(magnitude, Wanda) or a weight (SparseGPT) under their setting. A build writes each file under a
-temporary name, renames it, and then rewrites the manifest, so a killed build resumes with the
-layers it finished; a file whose hash does not match is rebuilt, never used.
+each file's size and SHA-256, hashed once when the file is written. Nested-mask compressors
+(magnitude, Wanda) store one ranking per layer that serves every level; SparseGPT and GPTQ
+store one weight per setting; RTN needs no statistics; drop stores nothing. N:M levels of the
+mixed scheme (negative settings) store a keep-mask (magnitude, Wanda) or a weight (SparseGPT)
+under their setting. A build writes each file under a temporary name, renames it, and then
+rewrites the manifest, so a killed build resumes with the layers it finished.
+
+Opening checks the manifest and each file's existence and size, not its hash: re-hashing every
+file on every worker start read the whole database (on the order of 100 GB for an 8B model
+at 9 levels). A missing or truncated file is rebuilt, never used; a file changed in place at
+the same size (a flipped bit) is found only by `verify()` (`pressroom verify-db`), which hashes
+every file. Only a build or repair takes the folder's lock; a complete database opens without it.
 """
 
 from __future__ import annotations
@@ -55,11 +61,6 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
     os.replace(tmp, path)
-
-
-def _repair(repairs: list[str], message: str) -> None:
-    logger.warning("%s", message)
-    repairs.append(message)
 
 
 @contextlib.contextmanager
@@ -140,17 +141,29 @@ class CompressionDatabase:
         """
         key = hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest()[:20]
         root = Path(cache_dir).expanduser() / "db" / key
-        repairs: list[str] = []
-        with _locked(root):
-            manifest = cls._load_manifest(root, header, repairs)
-            todo = [layer for layer in layers if not cls._verified(root, manifest, layer.name, repairs)]
-            if todo:
-                logger.info(
-                    "building the %s database in %s: %d of %d layers to do",
-                    header["compressor"], root, len(todo), len(layers),
-                )  # fmt: skip
-                cls._build_layers(root, manifest, todo, modules, choices, model, batch, progress, len(layers))
+        manifest, todo, repairs = cls._check(root, header, layers)
+        if todo:  # check again under the lock: another worker may have just built them
+            with _locked(root):
+                manifest, todo, repairs = cls._check(root, header, layers)
+                for line in repairs:
+                    logger.warning("%s", line)
+                if todo:
+                    logger.info(
+                        "building the %s database in %s: %d of %d layers to do",
+                        header["compressor"], root, len(todo), len(layers),
+                    )  # fmt: skip
+                    cls._build_layers(root, manifest, todo, modules, choices, model, batch, progress, len(layers))
         return cls(root, manifest, repairs)
+
+    @classmethod
+    def _check(
+        cls, root: Path, header: dict[str, Any], layers: Sequence[LayerInfo]
+    ) -> tuple[dict[str, Any], list[LayerInfo], list[str]]:
+        """The manifest, the layers to (re)build and why: the cheap check, sizes and no hashes."""
+        repairs: list[str] = []
+        manifest = cls._load_manifest(root, header, repairs)
+        todo = [layer for layer in layers if not cls._present(root, manifest, layer.name, repairs)]
+        return manifest, todo, repairs
 
     @staticmethod
     def _load_manifest(root: Path, header: dict[str, Any], repairs: list[str]) -> dict[str, Any]:
@@ -159,26 +172,31 @@ class CompressionDatabase:
             try:
                 manifest = json.loads(path.read_text())
             except (OSError, ValueError):
-                _repair(repairs, f"the manifest {path} is unreadable: rebuilding the database")
+                repairs.append(f"the manifest {path} is unreadable: rebuilding the database")
             else:
                 if {k: manifest.get(k) for k in header} == header:
                     return dict(manifest)
-                _repair(repairs, f"the manifest {path} belongs to another database: rebuilding it")
+                repairs.append(f"the manifest {path} belongs to another database: rebuilding it")
         return {**header, "layers": {}}
 
     @staticmethod
-    def _verified(root: Path, manifest: dict[str, Any], name: str, repairs: list[str]) -> bool:
+    def _present(root: Path, manifest: dict[str, Any], name: str, repairs: list[str]) -> bool:
+        """Whether the layer's entry is in the manifest and its file exists at the recorded size;
+        if not, drops the entry (so it is rebuilt) and says why in `repairs`."""
         entry = manifest["layers"].get(name)
         if entry is None:
             return False
         if entry["file"] is None:
             return True
         path = root / entry["file"]
-        if not path.exists() or path.stat().st_size != entry["bytes"] or _sha256(path) != entry["sha256"]:
-            _repair(repairs, f"database file {path} is missing or corrupt: rebuilding it")
-            del manifest["layers"][name]
-            return False
-        return True
+        if not path.exists():
+            repairs.append(f"database file {path} is missing: rebuilding it")
+        elif (size := path.stat().st_size) != entry["bytes"]:
+            repairs.append(f"database file {path} has {size} bytes, the manifest says {entry['bytes']}: rebuilding it")
+        else:
+            return True
+        del manifest["layers"][name]
+        return False
 
     @classmethod
     def _build_layers(
@@ -245,6 +263,42 @@ class CompressionDatabase:
         assert stats is not None and stats.hessian is not None
         quantized = compressors.gptq_quantize(weight, stats.hessian, [b for b in settings if b < 16], group_size=group)
         return {f"s{b}": w for b, w in zip([b for b in settings if b < 16], quantized, strict=True)}
+
+    # --- checking -------------------------------------------------------------------------------
+
+    def verify(self, progress: Progress | None = None) -> dict[str, str]:
+        """Hash every file the manifest names against its recorded SHA-256 (which opening does not).
+
+        Args:
+            progress: called with (done, total, layer name) after each layer.
+
+        Returns:
+            layer name -> one line naming its bad file and what is wrong; empty when all match.
+        """
+        bad: dict[str, str] = {}
+        entries = sorted(self.manifest["layers"].items())
+        for done, (name, entry) in enumerate(entries, 1):
+            if entry["file"] is not None:
+                path = self.root / entry["file"]
+                if not path.exists():
+                    bad[name] = f"{path}: missing (layer {name})"
+                elif _sha256(path) != entry["sha256"]:
+                    bad[name] = f"{path}: SHA-256 does not match the manifest (layer {name})"
+            if progress:
+                progress(done, len(entries), name)
+        return bad
+
+    def discard(self, names: Sequence[str]) -> None:
+        """Drop the named layers from the manifest (under the folder's lock), so the next open
+        rebuilds them. Their files stay until the rebuild replaces each (an atomic rename), so a
+        worker of a running search that reads one meanwhile never finds it missing."""
+        with _locked(self.root):
+            manifest = json.loads((self.root / "manifest.json").read_text())
+            for name in names:
+                manifest["layers"].pop(name, None)
+            _write_json(self.root / "manifest.json", manifest)
+            self.manifest = manifest
+            self._rankings.clear()
 
     # --- reading --------------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from .database import CompressionDatabase, Progress
 from .inventory import build_space, take_inventory, weight_view
 from .models import LoadedModel, load_model, max_positions
 from .quality.perplexity import Perplexity, sliding_perplexity
+from .startup import StartTimer
 from .stats import collect_stats, owl_outlier_ratios
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,10 @@ class Evaluator:
         progress: called as the compression database is built (done, total, layer).
         loaded: an already loaded model (tests reuse one); it is modified in place.
 
+    Attributes:
+        start: the start-up steps (model, data, teacher, database), each logged as it ends with
+            its wall and CPU seconds; a worker reports them to the coordinator.
+
     Raises:
         ValueError: a spec the model or data cannot satisfy, with the reason.
     """
@@ -89,7 +94,9 @@ class Evaluator:
     ) -> None:
         self.spec = spec
         self.device = torch.device(device)
-        self.loaded = loaded or load_model(spec.model, spec.task, self.device, spec.cache_dir)
+        self.start = StartTimer(logger)
+        with self.start.step("loaded model"):
+            self.loaded = loaded or load_model(spec.model, spec.task, self.device, spec.cache_dir)
         self.model = self.loaded.model
         self.task = self.loaded.task
         self.metric = spec.data.metric
@@ -106,13 +113,17 @@ class Evaluator:
         self.inventory = take_inventory(self.model, spec.compression)
         self.space = build_space(self.inventory, spec.compression, self.loaded.fingerprint)
         self.cache_dir = Path(spec.cache_dir).expanduser()
-        self.data = TokenData(spec.data, self.loaded.tokenizer, self.task, spec.seed, self.cache_dir)
+        with self.start.step("prepared data"):
+            self.data = TokenData(spec.data, self.loaded.tokenizer, self.task, spec.seed, self.cache_dir)
         self._modules = self.inventory.modules
-        self._dense = {name: m.weight.detach().clone() for name, m in self._modules.items()}
-        self._dense_bias = {
-            name: m.bias.detach().clone() for name, m in self._modules.items() if getattr(m, "bias", None) is not None
-        }
-        self.teacher_model = self._share_dense()
+        with self.start.step("built the dense teacher"):
+            self._dense = {name: m.weight.detach().clone() for name, m in self._modules.items()}
+            self._dense_bias = {
+                name: m.bias.detach().clone()
+                for name, m in self._modules.items()
+                if getattr(m, "bias", None) is not None
+            }
+            self.teacher_model = self._share_dense()
         self._current: dict[str, int | None] = dict.fromkeys(self._modules)
         self._orders: dict[str, torch.Tensor] = {}
         self._block_of = {layer.name: layer.block for layer in self.inventory.layers}
@@ -121,7 +132,8 @@ class Evaluator:
         self._teacher: TeacherCache[list[Any]] = TeacherCache(
             spec.data.teacher_cache_mb << 20, lambda parts: sum(_nbytes(p) for p in parts)
         )
-        self.db = self._open_database(progress)
+        with self.start.step("opened the compression database"):
+            self.db = self.open_database(progress)
 
     # --- setup ----------------------------------------------------------------------------------
 
@@ -137,7 +149,9 @@ class Evaluator:
                 module.bias = nn.Parameter(self._dense_bias[name], requires_grad=False)
         return teacher.eval()
 
-    def _open_database(self, progress: Progress | None) -> CompressionDatabase:
+    def open_database(self, progress: Progress | None = None) -> CompressionDatabase:
+        """Open the compression database, building whatever is missing (also after
+        `CompressionDatabase.discard`, which is how `pressroom verify-db --repair` rebuilds)."""
         compression = self.spec.compression
         choices = self.space.layer_choices()
         header = CompressionDatabase.header(

@@ -21,6 +21,7 @@ import ray
 from ray.actor import ActorHandle
 
 from evaluators import EvaluatorSpec
+from evaluators.startup import start_line
 
 from .runner import EvaluatorRunner
 
@@ -194,8 +195,9 @@ def check_fits(count: int, options: Mapping[str, Any], *, available: Mapping[str
 
 
 def wait_ready(actors: Sequence[ActorHandle[Any]], timeout_s: float) -> list[dict[str, Any]]:
-    """Every actor's `info` once all are placed and built; on a timeout or a failed start, every
-    one of them is killed (a pending actor would otherwise hold its place in Ray's queue).
+    """Every actor's `info` once all are placed and built, logging the slowest time of each
+    start-up step (`slowest_start`); on a timeout or a failed start, every one of them is killed
+    (a pending actor would otherwise hold its place in Ray's queue).
 
     Raises:
         TimeoutError: not all were ready within `timeout_s` (the message says how many were).
@@ -203,7 +205,7 @@ def wait_ready(actors: Sequence[ActorHandle[Any]], timeout_s: float) -> list[dic
     """
     refs: list[Any] = [actor.info.remote() for actor in actors]
     try:
-        return list(ray.get(refs, timeout=timeout_s))
+        infos = list(ray.get(refs, timeout=timeout_s))
     except ray.exceptions.GetTimeoutError:
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         _kill(actors)
@@ -211,6 +213,28 @@ def wait_ready(actors: Sequence[ActorHandle[Any]], timeout_s: float) -> list[dic
     except ray.exceptions.RayError:
         _kill(actors)
         raise
+    for line in slowest_start(infos):  # the workers' own logs are not watched: say it here
+        logger.info("%s", line)
+    return infos
+
+
+def slowest_start(infos: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per start-up step (`evaluators.startup`): the slowest worker's time for it.
+
+    Example:
+        >>> slowest_start([{"worker": "a", "start": {"loaded model": [2.0, 1.5]}},
+        ...                {"worker": "b", "start": {"loaded model": [3.1, 1.2]}}])
+        ['start: loaded model in 3.1 s (1.2 CPU-s) on b, the slowest of 2 workers']
+    """
+    steps = dict.fromkeys(step for info in infos for step in info.get("start", {}))
+    lines = []
+    for step in steps:
+        timed = [info for info in infos if step in info.get("start", {})]
+        slowest = max(timed, key=lambda info: info["start"][step][0])
+        seconds, cpu = slowest["start"][step]
+        slower = f", the slowest of {len(infos)} workers" if len(infos) > 1 else ""
+        lines.append(f"{start_line(step, seconds, cpu)} on {slowest['worker']}{slower}")
+    return lines
 
 
 def _kill(actors: Sequence[ActorHandle[Any]]) -> None:

@@ -224,8 +224,9 @@ class EvaluatorRunner:
         Returns:
             JSON-able: ``worker``, ``hostname``, ``pid``, ``node_id`` (the Ray node given at
             construction, None outside Ray), ``device``, ``torch_threads``, ``model`` (the model fingerprint) and
-            ``space`` (`Space.summary()`) and ``layers`` (the inventory, so a coordinator can
-            build the same `Space` without loading the model).
+            ``space`` (`Space.summary()`), ``layers`` (the inventory, so a coordinator can
+            build the same `Space` without loading the model) and ``start`` (each start-up
+            step's [wall, CPU] seconds, `Evaluator.start`).
         """
         return {
             "worker": self.worker,
@@ -237,4 +238,5 @@ class EvaluatorRunner:
             "model": self.evaluator.loaded.fingerprint,
             "space": self.space.summary(),
             "layers": [{**dataclasses.asdict(layer), "shape": list(layer.shape)} for layer in self.space.layers],
+            "start": {step: list(times) for step, times in self.evaluator.start.steps.items()},
         }

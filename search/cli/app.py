@@ -54,6 +54,7 @@ def _root(
 COMMANDS = (
     ("validate", prepare.validate),
     ("build-db", prepare.build_db),
+    ("verify-db", prepare.verify_db),
     ("search", searches.search_command),
     ("compare", searches.compare_command),
     ("status", searches.status),

@@ -1,15 +1,27 @@
-"""The commands that prepare a search: `validate` its spec files, `build-db` its compression database."""
+"""The commands that prepare a search: `validate` its spec files, `build-db` its compression
+database, `verify-db` its files."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import yaml
+from rich.console import Console
 
 from ..spec.config import SpecError
 from .common import SpecArg, UsageError, err, out, read_spec
+
+if TYPE_CHECKING:
+    from evaluators import Evaluator
+
+
+def _plain(console: Console, text: str) -> None:
+    """Print as it is: paths are neither styled nor wrapped, so they can be copied."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def validate(
@@ -24,7 +36,7 @@ def validate(
         except SpecError as exc:
             failed = True
             for line in exc.lines:
-                err.print(line, markup=False, highlight=False, soft_wrap=True)
+                _plain(err, line)
             continue
         if not quiet:
             out.rule(f"{path}: valid", style="green")
@@ -35,33 +47,70 @@ def validate(
         raise typer.Exit(2)
 
 
-def build_db(
-    spec_path: SpecArg,
-    cache_dir: Annotated[str | None, typer.Option(help="Where databases live (overrides the spec).")] = None,
-) -> None:
-    """Build the compression database a spec needs, or finish an interrupted build."""
+CacheDirOpt = Annotated[str | None, typer.Option(help="Where databases live (overrides the spec).")]
+
+
+@contextlib.contextmanager
+def _progress_bar(description: str) -> Iterator[Callable[[int, int, str], None]]:
+    """A transient bar on stdout; yields the (done, total, layer name) callback that advances it."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=out, transient=True) as bar:
+        task = bar.add_task(description, total=None)
+
+        def advance(done: int, total: int, name: str) -> None:
+            bar.update(task, completed=done, total=total, description=f"{description}: {name}")
+
+        yield advance
+
+
+def _evaluator(spec_path: Path, cache_dir: str | None) -> Evaluator:
+    """The spec's evaluator, its compression database opened (built where missing, with a bar)."""
     from evaluators import Evaluator
 
     spec = read_spec(spec_path, cache_dir=cache_dir)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=out, transient=True) as bar:
-        task = bar.add_task("compressing layers", total=None)
-
-        def advance(done: int, total: int, name: str) -> None:
-            bar.update(task, completed=done, total=total, description=f"compressing {name}")
-
+    with _progress_bar("compressing") as advance:
         try:
-            evaluator = Evaluator(spec.evaluator_spec(), progress=advance)
+            return Evaluator(spec.evaluator_spec(), progress=advance)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    db = evaluator.db
+
+
+def build_db(spec_path: SpecArg, cache_dir: CacheDirOpt = None) -> None:
+    """Build the compression database a spec needs, or finish an interrupted build."""
+    db = _evaluator(spec_path, cache_dir).db
     size = sum(p.stat().st_size for p in db.root.glob("*.safetensors"))
-    out.print(
+    _plain(
+        out,
         f"database ready: {db.root}\n  compressor {db.compressor}, {len(db.manifest['layers'])} layers, "
         f"{size / 2**20:.1f} MiB",
-        markup=False,
-        highlight=False,
-        soft_wrap=True,
     )
+
+
+def verify_db(
+    spec_path: SpecArg,
+    cache_dir: CacheDirOpt = None,
+    repair: Annotated[bool, typer.Option("--repair", help="Rebuild the bad files instead of failing.")] = False,
+) -> None:
+    """Hash every file of a spec's compression database against its manifest.
+
+    Opening a database checks only that each file exists at its recorded size; this reads them all.
+    Prints one line per bad file and exits with 1, or with --repair rebuilds them and exits with 0.
+    Missing or truncated files are rebuilt when the database opens, before the check.
+    """
+    evaluator = _evaluator(spec_path, cache_dir)
+    db = evaluator.db
+    with _progress_bar("hashing") as advance:
+        bad = db.verify(progress=advance)
+    for line in bad.values():
+        _plain(out if repair else err, f"bad: {line}")
+    if bad and repair:
+        db.discard(list(bad))
+        with _progress_bar("compressing") as advance:
+            db = evaluator.open_database(advance)
+        _plain(out, f"rebuilt {len(bad)} of {len(db.manifest['layers'])} layer files in {db.root}")
+    elif bad:
+        raise typer.Exit(1)
+    else:
+        _plain(out, f"database verified: {db.root}, {len(db.manifest['layers'])} layers")

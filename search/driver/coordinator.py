@@ -89,6 +89,8 @@ class Coordinator:
         ask_ahead: candidates to keep queued per live worker, so routing has a choice.
         objectives: in a multi-objective study, the values after the fitness that a member's
             COMPLETE trial records (e.g. its estimated latency); None for one objective.
+        began: `time.perf_counter()` when the search began, for the start-up line the first
+            dispatch logs (how long from the start to the first evaluation); None: when `run` began.
     """
 
     def __init__(
@@ -102,6 +104,7 @@ class Coordinator:
         listeners: Sequence[Listener] = (),
         ask_ahead: int = 2,
         objectives: Callable[[Candidate], Sequence[float]] | None = None,
+        began: float | None = None,
     ) -> None:
         self.algorithm = algorithm
         self.objectives = objectives
@@ -116,6 +119,8 @@ class Coordinator:
         self._in_flight: dict[int, Candidate] = {}
         self._open_members: set[int] = set()
         self._replay: dict[int, Evaluation] = {}
+        self._began = began
+        self._dispatched = False
 
     # --- resume ----------------------------------------------------------------------------------
 
@@ -152,6 +157,8 @@ class Coordinator:
     def run(self) -> None:
         """Drive the algorithm until it finishes. On KeyboardInterrupt, in-flight trials are
         marked FAIL and every queued write is finished before the interrupt propagates."""
+        if self._began is None:
+            self._began = time.perf_counter()
         try:
             while not self.algorithm.finished:
                 self._step()
@@ -214,6 +221,13 @@ class Coordinator:
             self._begin(candidate, levels)
         job = task_payload(candidate.job, levels, candidate.fidelity, candidate.params)
         self.pool.submit(candidate.id, job, route=levels)
+        if not self._dispatched:  # the whole start, the initial population included
+            self._dispatched = True
+            logger.info(
+                "start: dispatched the first evaluation %.1f s after the search began (%.1f CPU-s in this process)",
+                time.perf_counter() - (self._began or 0.0),
+                time.process_time(),
+            )
 
     def _begin(self, candidate: Candidate, levels: Any) -> None:
         """Open the member's trial: who it is, its levels, and their summary as parameters."""

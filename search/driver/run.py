@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
 
+from evaluators.startup import StartTimer
 from spaces import Fidelity, Profile, Space
 from workers.routing import PrefixDistance
 from workers.runner import task_payload
@@ -103,7 +105,9 @@ class Workers:
 
         from workers import ResourceError, WorkerPool, actor_options, check_fits, make_actors, wait_ready
 
-        self._started_ray = _start_ray(spec.workers.ray_address)
+        timer = StartTimer(logger)
+        with timer.step("started Ray"):
+            self._started_ray = _start_ray(spec.workers.ray_address)
         self.pool: Any = None
         w = spec.workers
 
@@ -117,16 +121,17 @@ class Workers:
                 if self._started_ray:  # pressroom's own local Ray: nothing will add resources
                     raise SearchError(f"workers.count {w.count} does not fit: {exc}") from None
                 logger.warning("%s; waiting up to workers.start_timeout_s for the cluster to scale up", exc)
-            actors = start(w.count)
-            try:
-                infos = wait_ready(actors, w.start_timeout_s)
-            except TimeoutError as exc:
-                raise SearchError(
-                    f"the workers did not start: {exc} (workers.start_timeout_s); the cluster lacks resources "
-                    "for them, or loading the model takes longer"
-                ) from None
-            except ray.exceptions.RayError as exc:
-                raise SearchError(f"the workers could not start: {_cause(exc)}") from None
+            with timer.step(f"started {w.count} worker{'' if w.count == 1 else 's'}"):
+                actors = start(w.count)
+                try:
+                    infos = wait_ready(actors, w.start_timeout_s)
+                except TimeoutError as exc:
+                    raise SearchError(
+                        f"the workers did not start: {exc} (workers.start_timeout_s); the cluster lacks resources "
+                        "for them, or loading the model takes longer"
+                    ) from None
+                except ray.exceptions.RayError as exc:
+                    raise SearchError(f"the workers could not start: {_cause(exc)}") from None
             for info in infos:  # a worker's own log is not watched: say it here
                 for repair in info.get("repairs", []):
                     logger.warning(
@@ -182,6 +187,7 @@ def run_search(
         SearchError: bad input discovered while starting (storage, Ray, MLflow, workers), with the reason.
         KeyboardInterrupt: after in-flight trials were marked FAIL and writes finished.
     """
+    began = time.perf_counter()
     console = console or Console(stderr=True)
     url = spec.storage_url()
     secrets = url_secrets(url)
@@ -224,9 +230,8 @@ def run_search(
         )
         lease = lease or Lease.take(storage, spec.study_name)
         writer = TrialWriter(study, guard=lease.check)
-        coordinator = Coordinator(
-            algorithm, space, pool, study, writer, objectives=None if latency is None else latency.objectives
-        )
+        objectives = None if latency is None else latency.objectives
+        coordinator = Coordinator(algorithm, space, pool, study, writer, objectives=objectives, began=began)
         view = LiveView(console, coordinator.counters, f"pressroom: {spec.study_name}")
         observers.append(attach_figures(spec, study.study, space))
         coordinator.listeners = [view, *observers, *listeners]

@@ -37,6 +37,7 @@ EXPECTED: dict[str, list[str]] = {
     "quality_causal": [r'"heldout_mean": \d', r'"perplexity_mean": \d'],
     "quality_smollm2": [r'"heldout_mean": \d', r"\n\| evopress \| \d"],
     "gpu_check": [r"no CUDA, skipped|all CUDA checks passed"],  # CI has no GPU
+    "db_open": [r"\nopen \(manifest, sizes\)\s+\d+\.\d+\n", r"\nfull hash \(verify-db; [^)]*\)\s+\d+\.\d+\n"],
 }
 #: Parts that a flag adds, and the line each prints.
 FLAG_EXPECTED = {

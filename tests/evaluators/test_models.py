@@ -265,3 +265,6 @@ def test_build_db_prints_where_the_database_is(tmp_path, cache_dir):
     root = Path(found.group(1).replace("\n", ""))
     assert root.is_relative_to(cache_dir / "db")
     assert (root / "manifest.json").is_file()
+    # the start's steps, timed, in the log (stderr)
+    for step in ("loaded model", "prepared data", "built the dense teacher", "opened the compression database"):
+        assert re.search(rf"INFO evaluators\.evaluator: start: {step} in \d+\.\d s \(", result.stderr), step

@@ -94,6 +94,9 @@ def test_info_describes_the_worker(evaluator, runner):
     assert info["space"] == evaluator.space.summary()
     assert info["worker"] == f"{info['hostname']}:{info['pid']}"
     assert [layer["name"] for layer in info["layers"]] == [layer.name for layer in evaluator.space.layers]
+    steps = ["loaded model", "prepared data", "built the dense teacher", "opened the compression database"]
+    assert list(info["start"]) == steps
+    assert all(len(times) == 2 and min(times) >= 0 for times in info["start"].values())
 
 
 def test_task_payload_and_switch_distance():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -88,9 +89,16 @@ def _check_trials_match(url: str, study: str, recorder: Recorder) -> None:
             assert entry["fitness"] == min(values)  # the winner; parent_fitness is the parent's re-draw
 
 
-def test_a_search_on_ray_records_every_evaluation_in_postgres(write_spec, postgres_url, ray_head, ray_session):
+def test_a_search_on_ray_records_every_evaluation_in_postgres(write_spec, postgres_url, ray_head, ray_session, caplog):
     recorder = Recorder()
-    outcome = _search(write_spec, postgres_url, ray_head, "integration", listeners=[recorder])
+    with caplog.at_level("INFO", logger="search.driver.coordinator"):
+        outcome = _search(write_spec, postgres_url, ray_head, "integration", listeners=[recorder])
+    first = [r.getMessage() for r in caplog.records if "the first evaluation" in r.getMessage()]
+    assert len(first) == 1, first
+    assert re.fullmatch(
+        r"start: dispatched the first evaluation \d+\.\d s after the search began \(\d+\.\d CPU-s in this process\)",
+        first[0],
+    )
     algorithm = recorder.algorithm
     assert algorithm.finished
     _check_trials_match(postgres_url, "integration", recorder)

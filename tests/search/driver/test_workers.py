@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -19,7 +21,12 @@ def test_a_database_a_worker_repaired_is_reported_by_the_driver(ray_session, tmp
         pass
     (corrupt,) = sorted((tmp_path / "cache" / "db").glob("*/*.safetensors"))[:1]
     corrupt.write_bytes(corrupt.read_bytes()[:100])
-    with caplog.at_level("WARNING", logger="search.driver.run"), Workers(spec):
+    with caplog.at_level("INFO"), Workers(spec):
         pass
-    (line,) = [r.getMessage() for r in caplog.records if r.name == "search.driver.run"]
-    assert "repaired its compression database" in line and f"database file {corrupt} is missing or corrupt" in line
+    warnings = [r.getMessage() for r in caplog.records if r.name == "search.driver.run" and r.levelname == "WARNING"]
+    (line,) = warnings
+    assert "repaired its compression database" in line and f"database file {corrupt} has 100 bytes" in line
+    # the start's steps, the workers' included (their own logs are not watched), with timings
+    starts = [r.getMessage() for r in caplog.records if r.getMessage().startswith("start: ")]
+    for step in ("started Ray", "loaded model", "opened the compression database", "started 1 worker"):
+        assert any(re.match(rf"start: {step} in \d+\.\d s \(\d+\.\d CPU-s\)", s) for s in starts), (step, starts)
