@@ -18,7 +18,7 @@ from evaluators import build_space, load_model, take_inventory
 from evaluators.config import CompressionSpec, ModelSpec
 from evaluators.export import PROFILE_FILE, compressed_evaluator
 from search import ResultsError, find_best, load_best
-from search.results.best import FROM_SEARCH, FROM_TRIAL, record_space
+from search.results.best import FROM_SEARCH, FROM_TRIAL, evaluator_spec_from, record_space
 from search.results.exports import (
     FORMATS,
     LLMC_MODIFIERS,
@@ -426,3 +426,10 @@ def test_best_and_status_read_quality_vs_latency_studies(postgres_url, make_eval
     status = run_cli("status", "two-objectives", "--storage", postgres_url)
     assert status.returncode == 0, status.stderr
     assert "0.2" in status.stdout
+
+
+def test_a_spec_recorded_before_tied_units_keeps_a_level_per_layer():
+    old = {"compression": {"scheme": "bitwidth", "target": 4.0, "levels": {"group_size": 16}}}
+    assert evaluator_spec_from(old).compression.space_granularity() == "layer"
+    new = {"compression": {**old["compression"], "tie_fused": None}}  # what public_dict records now
+    assert evaluator_spec_from(new).compression.space_granularity() == "fused"
