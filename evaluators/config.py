@@ -129,6 +129,10 @@ class CompressionSpec(_Strict):
     scheme: Literal["sparsity", "bitwidth", "drop", "mixed"] = "sparsity"
     target: float = Field(0.6, gt=0.0)
     granularity: Literal["layer", "block"] = "layer"
+    # At layer granularity, one level for the projections serving engines fuse (q/k/v, gate/up:
+    # `spaces.FUSED`), so a found profile runs fused. null: on for bitwidth (exported as
+    # compressed-tensors, which engines serve fused), off for the pruning and drop schemes.
+    tie_fused: bool | None = None
     compressor: str | None = Field(None, validate_default=True)
     levels: LevelsSpec = LevelsSpec()
     drop_unit: Literal["block", "attn", "mlp"] = "block"
@@ -168,6 +172,16 @@ class CompressionSpec(_Strict):
     def level_scheme(self) -> LevelScheme:
         """The `spaces` scheme this section describes (unresolved)."""
         return _level_scheme(self.scheme, self.target, self.levels)
+
+    def ties_fused(self) -> bool:
+        """Whether fused projections share a level (`tie_fused`, resolved)."""
+        return self.scheme == "bitwidth" if self.tie_fused is None else self.tie_fused
+
+    def space_granularity(self) -> str:
+        """The `spaces` granularity: the drop unit for drop, ``"fused"`` for tied layers."""
+        if self.scheme == "drop":
+            return "block" if self.drop_unit == "block" else "layer"
+        return "fused" if self.granularity == "layer" and self.ties_fused() else self.granularity
 
     def database_params(self) -> dict[str, int]:
         """The scheme parameters that change a compression database's content beyond its

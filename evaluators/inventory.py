@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from spaces import LayerInfo, Space
+from spaces import BitwidthScheme, LayerInfo, Space
 
-from .config import CompressionSpec
+from .config import CompressionSpec, ModelSpec
+from .models import model_skeleton
 
 # A transformer block's index in its module name: model.layers.3., encoder.layer.3., h.3., ...
 _BLOCK = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)(?:\.|$)")
@@ -80,9 +81,25 @@ def build_space(inventory: Inventory, spec: CompressionSpec, model_fingerprint: 
     """The search space of an inventory under the spec's scheme.
 
     For drop, the unit follows `drop_unit`: a whole block (its attention and MLP together), or
-    each attention (or MLP) sub-block on its own.
+    each attention (or MLP) sub-block on its own. With `tie_fused` (by default for bitwidth),
+    the projections serving engines fuse share a unit.
+
+    Raises:
+        ValueError: a bitwidth group size that does not fit some layer (`BitwidthScheme.group_problem`).
     """
-    granularity = spec.granularity
-    if spec.scheme == "drop":
-        granularity = "block" if spec.drop_unit == "block" else "layer"
-    return Space(inventory.layers, spec.level_scheme(), granularity=granularity, model=model_fingerprint)
+    scheme = spec.level_scheme()
+    problem = scheme.group_problem(inventory.layers) if isinstance(scheme, BitwidthScheme) else None
+    if problem:
+        raise ValueError(f"compression.levels.group_size: {problem}")
+    return Space(inventory.layers, scheme, granularity=spec.space_granularity(), model=model_fingerprint)
+
+
+def spec_layers(model: ModelSpec, compression: CompressionSpec) -> tuple[LayerInfo, ...] | None:
+    """The layers a search of this spec would compress, from the model's config alone (no
+    weights: `models.model_skeleton`), or None when the config is not on this machine.
+
+    Raises:
+        ValueError: nothing matches the include/exclude patterns.
+    """
+    skeleton = model_skeleton(model)
+    return None if skeleton is None else take_inventory(skeleton, compression).layers

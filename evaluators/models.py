@@ -220,6 +220,35 @@ def load_model(
     return LoadedModel(model, tokenizer, detected, fingerprint(model), name)
 
 
+def model_skeleton(spec: ModelSpec) -> nn.Module | None:
+    """The model's modules with weights on PyTorch's meta device (shapes, no memory), built from
+    its config alone; None when the config is not on this machine without downloading (a hub
+    id not in the local cache, or ``pressroom:smollm2-135m`` before its first conversion).
+
+    What a spec is checked against before any weight loads (`inventory.spec_layers`).
+    """
+    import transformers as tf
+
+    name = spec.name
+    builtin = name.removeprefix(BUILTIN_PREFIX) if name.startswith(BUILTIN_PREFIX) else None
+    if builtin is not None and builtin not in PACKAGED:
+        tok = byte_tokenizer()
+        config = _tiny_config(builtin, len(tok), tok)
+    else:
+        path: str | Path = minilm_path() if builtin == "minilm" else Path(name).expanduser()
+        if builtin == "smollm2-135m" or not (isinstance(path, Path) and path.is_dir()):
+            path = name
+        try:
+            config = tf.AutoConfig.from_pretrained(
+                path, revision=spec.revision, trust_remote_code=spec.trust_remote_code, local_files_only=True
+            )
+        except (OSError, ValueError):
+            return None
+    cls = tf.AutoModelForCausalLM if _is_causal(config) or builtin in ("tiny-llama", "tiny-gpt2") else tf.AutoModel
+    with torch.device("meta"):
+        return cls.from_config(config, trust_remote_code=spec.trust_remote_code)
+
+
 def max_positions(model: nn.Module) -> int | None:
     """The most tokens the model's position embeddings cover, where its config says."""
     # GPT-2's n_positions answers to this name too (transformers' attribute map)

@@ -23,7 +23,7 @@ from ._jobs import (
     job_params,
     parse_job,
 )
-from ._layers import GRANULARITIES, LayerInfo, Unit, make_units
+from ._layers import FUSED, GRANULARITIES, LayerInfo, Unit, make_units
 from ._mixed import MixedScheme
 from ._profile import Profile
 from ._registry import SCHEMES, scheme_from_dict
@@ -31,6 +31,7 @@ from ._schemes import BitwidthScheme, DropScheme, LevelScheme, SparsityScheme
 from ._space import Space
 
 __all__ = [
+    "FUSED",
     "GRANULARITIES",
     "PARAMS",
     "SCHEMES",

@@ -38,7 +38,7 @@ class LayerInfo:
 
 @dataclass(frozen=True)
 class Unit:
-    """What one level is assigned to: a single layer, or every layer of a block.
+    """What one level is assigned to: a single layer, projections an engine fuses, or a block.
 
     Args:
         name: the key in a profile (the module name, or the block's name).
@@ -57,13 +57,19 @@ class Unit:
         return self.layers[0].block
 
 
-GRANULARITIES = ("layer", "block")
+GRANULARITIES = ("layer", "fused", "block")
+#: Projections that serving engines (vLLM, SGLang) run as one fused matrix, by the last part of
+#: their module names: a level is per fused matrix there, so ``"fused"`` granularity ties them.
+FUSED = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 
 
 def make_units(layers: list[LayerInfo] | tuple[LayerInfo, ...], granularity: str) -> tuple[Unit, ...]:
-    """Group layers into units: one per layer, or one per block.
+    """Group layers into units: one per layer, one per fused projection, or one per block.
 
-    Block units are named ``block.<index>``; layers keep the order they were given in.
+    ``"fused"`` is ``"layer"`` except that the projections a serving engine fuses (`FUSED`: q, k
+    and v; gate and up) of one module share a unit, named after the first with the others' last
+    name parts joined by ``+`` (``model.layers.0.self_attn.q_proj+k_proj+v_proj``). Block units
+    are named ``block.<index>``. Layers keep the order they were given in.
 
     Raises:
         ValueError: an unknown granularity, no layers, or a repeated layer name.
@@ -78,7 +84,24 @@ def make_units(layers: list[LayerInfo] | tuple[LayerInfo, ...], granularity: str
         raise ValueError(f"layer names must be unique; repeated: {repeated}")
     if granularity == "layer":
         return tuple(Unit(layer.name, (layer,)) for layer in layers)
+    if granularity == "fused":
+        return _fused_units(layers)
     by_block: dict[int, list[LayerInfo]] = {}
     for layer in layers:
         by_block.setdefault(layer.block, []).append(layer)
     return tuple(Unit(f"block.{b}", tuple(members)) for b, members in sorted(by_block.items()))
+
+
+def _fused_units(layers: list[LayerInfo] | tuple[LayerInfo, ...]) -> tuple[Unit, ...]:
+    """One unit per layer, but one per fused group of projections of the same parent module."""
+    groups: dict[tuple[str, int] | str, list[LayerInfo]] = {}
+    for layer in layers:
+        parent, _, leaf = layer.name.rpartition(".")
+        fused = [k for k, group in enumerate(FUSED) if leaf in group]
+        groups.setdefault((parent, fused[0]) if fused else layer.name, []).append(layer)
+    units = []
+    for members in groups.values():
+        first, *rest = members
+        name = "+".join([first.name, *(layer.name.rpartition(".")[2] for layer in rest)])
+        units.append(Unit(name, tuple(members)))
+    return tuple(units)

@@ -20,7 +20,7 @@ class Profile(Mapping[str, int]):
         levels: unit name -> integer level.
         scheme: the resolved scheme's `to_dict()` (name, target and parameters).
         model: the fingerprint of the model the profile was made for.
-        granularity: ``"layer"`` or ``"block"``.
+        granularity: ``"layer"``, ``"fused"`` or ``"block"`` (`make_units`).
 
     Example:
         >>> p = Profile({"fc1": 1, "fc2": -1}, scheme={"name": "sparsity", "target": 0.5}, model="m")

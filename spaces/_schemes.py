@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 import numbers
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar
 
-from ._layers import Unit
+from ._layers import LayerInfo, Unit
 
 
 class LevelScheme(ABC):
@@ -209,7 +210,8 @@ class BitwidthScheme(LevelScheme):
     Args:
         target: the average bits B over all weights (group overhead not counted).
         choices: the allowed bitwidths.
-        group_size: the quantisation group along the input dimension (for overhead reports).
+        group_size: the quantisation group along the input dimension; it must divide each
+            layer's input width, or be at least that width (one group per row), see `group_problem`.
         exact_budget: True for `sum n_i*b_i == B*sum n_i`, False for `<=`.
     """
 
@@ -257,6 +259,25 @@ class BitwidthScheme(LevelScheme):
 
     def meaning(self, unit: Unit, level: int) -> float:
         return float(level)
+
+    def group_problem(self, layers: Sequence[LayerInfo]) -> str | None:
+        """Why the group size cannot quantise these layers as a serving engine runs them, or None.
+
+        The rule, per layer: groups of `group_size` input columns when it divides the layer's
+        input width; one group per row (llm-compressor's ``channel`` strategy) when it is at
+        least the width. A group size between (a narrower last group) is refused: llm-compressor
+        and the engines' kernels take only whole groups. The message names the first such layer.
+        """
+        widths = [(layer.name, layer.shape[-1]) for layer in layers if len(layer.shape) == 2]
+        for name, width in widths:
+            if self.group_size < width and width % self.group_size:
+                fits = max(d for d in range(1, self.group_size) if all(d >= w or w % d == 0 for _, w in widths))
+                return (
+                    f"group size {self.group_size} does not divide {name}'s {width} input columns; use one "
+                    f"that divides every wider layer's input width (here at most {fits}) or one of at least "
+                    f"{max(w for _, w in widths)} (one group per row)"
+                )
+        return None
 
     def overhead_bits(self, scale_bits: int = 16) -> float:
         """Extra bits per weight for one scale and one zero point per group."""

@@ -27,7 +27,8 @@ class Space:
     Args:
         layers: the compressible layers, in model order.
         scheme: the level scheme (resolved here against the units).
-        granularity: ``"layer"`` (a level per layer) or ``"block"`` (a level per block).
+        granularity: ``"layer"`` (a level per layer), ``"fused"`` (one per layer, but one for the
+            projections serving engines fuse: `make_units`) or ``"block"`` (a level per block).
         model: the model's fingerprint, recorded in every profile.
 
     Raises:

@@ -252,6 +252,9 @@ def evaluator_spec_from(spec: Mapping[str, Any], cache_dir: str | None = None) -
     """
     keys = ("model", "task", "compression", "data", "seed", "cache_dir")
     data = {key: spec[key] for key in keys if key in spec}
+    compression = data.get("compression")
+    if isinstance(compression, dict) and "tie_fused" not in compression:
+        data["compression"] = {**compression, "tie_fused": False}  # recorded before there were tied units
     if cache_dir is not None:
         data["cache_dir"] = cache_dir
     try:

@@ -7,7 +7,8 @@ Formats (`FORMATS`):
   1 = dropped; what a script that prunes or quantises layer by layer needs.
 - ``llm-compressor``: an llm-compressor recipe (YAML). Sparsity becomes one pruning modifier
   with one sparsity per target layer (a list in the order of `targets`, which llm-compressor
-  accepts); bits become a quantisation modifier with one config group per bitwidth.
+  accepts); bits become a quantisation modifier with one config group per bitwidth (and per
+  strategy: ``group``, or ``channel`` for layers no wider than the group size).
   llm-compressor has no block dropping, so drop profiles cannot be written this way.
 - ``evopress``: the configuration text of the EvoPress reference code: one line per unit,
   ``layer[,layer...]: level`` (sparsity levels and bits mean the same there), and for drop
@@ -31,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from spaces import MixedScheme, Profile, Space, Unit
+from spaces import BitwidthScheme, MixedScheme, Profile, Space, Unit
 
 #: Per-layer values that match a level to within this are that level (writers print every digit).
 TOLERANCE = 1e-9
@@ -167,21 +168,45 @@ def _write_llmc(profile: Profile, space: Space, compressor: str | None) -> str:
         args: dict[str, Any] = {"sparsity": [values[n] for n in names], "targets": names, "mask_structure": "0:0"}
         recipe = {_STAGE: {_PRUNING: {modifier: args}}}
     else:
-        group_size = int(space.scheme.to_dict().get("group_size", 128))
-        groups: dict[str, Any] = {}
-        for bits in sorted({int(v) for v in values.values()}):
-            if bits >= 16:  # 16 bits is the dense model: no quantisation
-                continue
-            # asymmetric: RTN and GPTQ here use a zero point per group (evaluators/compressors/rtn.py)
-            weights = {"num_bits": bits, "type": "int", "symmetric": False, "strategy": "group"}
-            weights["group_size"] = group_size
-            groups[f"group_{bits}bit"] = {"targets": [n for n, v in values.items() if v == bits], "weights": weights}
+        groups = _quant_groups(space, values)
         recipe = {_STAGE: {_QUANT: {modifier: {"config_groups": groups}}}}
     header = (
         f"# llm-compressor recipe written by pressroom for model {profile.model}\n"
         f"# scheme {scheme}, target {space.scheme.target}, {len(space.layers)} layers\n"
     )
     return header + yaml.safe_dump(recipe, sort_keys=False, width=1000)
+
+
+def _quant_groups(space: Space, values: Mapping[str, float | int | str]) -> dict[str, Any]:
+    """llm-compressor config groups, one per bitwidth and strategy, by `group_problem`'s rule:
+    groups of `group_size` columns where it divides a layer's width, one group per row (the
+    ``channel`` strategy) where it is at least the width, which is what pressroom's RTN and
+    GPTQ computed. Layers at 16 bits are the dense model and in no group.
+
+    Raises:
+        ValueError: a layer the group size fits neither way (a space from before the rule).
+    """
+    scheme = space.scheme
+    assert isinstance(scheme, BitwidthScheme)
+    problem = scheme.group_problem(space.layers)
+    if problem:
+        raise ValueError(f"llm-compressor would refuse this recipe: {problem}")
+    widths = {layer.name: layer.shape[-1] for layer in space.layers}
+    groups: dict[str, Any] = {}
+    for name, value in values.items():
+        bits = int(value)
+        if bits >= 16:
+            continue
+        grouped = scheme.group_size < widths[name]
+        key = f"group_{bits}bit" if grouped else f"channel_{bits}bit"
+        if key not in groups:
+            # asymmetric: RTN and GPTQ here use a zero point per group (evaluators/compressors/rtn.py)
+            weights: dict[str, Any] = {"num_bits": bits, "type": "int", "symmetric": False}
+            strategy = {"strategy": "group", "group_size": scheme.group_size} if grouped else {"strategy": "channel"}
+            weights.update(strategy)
+            groups[key] = {"targets": [], "weights": weights}
+        groups[key]["targets"].append(name)
+    return dict(sorted(groups.items(), key=lambda item: (item[1]["weights"]["num_bits"], item[0])))
 
 
 def _read_llmc(text: str, space: Space) -> Profile:

@@ -166,12 +166,12 @@ def profile_note(space: Space, levels: list[int]) -> str:
     """A trial's profile as Markdown: per unit (layer or block), what its level means."""
     meanings = space.meanings(space.from_array(levels))
     measure = MEASURES.get(space.scheme.name, space.scheme.name)
-    lines = [f"### Profile: {measure} per {'layer' if space.granularity == 'layer' else 'block'}", ""]
+    lines = [f"### Profile: {measure} per {'block' if space.granularity == 'block' else 'layer'}", ""]
     grid: dict[int, dict[str, float]] = {}
     for unit in space.units:
         grid.setdefault(unit.block, {})[layer_type(unit.name)] = meanings[unit.name]
     columns = list(dict.fromkeys(t for row in grid.values() for t in row))
-    if space.granularity == "layer" and len(columns) > 1 and len(columns) * len(grid) == len(space.units):
+    if space.granularity != "block" and len(columns) > 1 and len(columns) * len(grid) == len(space.units):
         prefix = space.units[0].name.rsplit(".", 1)[0]
         lines.append(f"Rows are blocks, columns are layer types (e.g. `{prefix}.{columns[0]}`).")
         lines += ["", "| block | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]

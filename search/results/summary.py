@@ -4,7 +4,7 @@ A trial records its profile as one `levels` user attribute (storing one paramete
 too slow, see `search.storage.study`), which leaves optuna-dashboard's importance, slice,
 contour and parallel-coordinate plots empty. `ProfileSummary` gives each trial at most
 `MAX_PARAMS` real parameters instead: the average level meaning (sparsity, bits, dropped) of a
-few contiguous block groups and, at layer granularity, of each layer type (``q_proj``,
+few contiguous block groups and, at layer (or fused) granularity, of each layer type (``q_proj``,
 ``down_proj``, ... or attention / MLP where a model has too many types). Each parameter's
 distribution spans the lowest to the highest meaning its units allow.
 
@@ -82,7 +82,7 @@ def _groups(space: Space) -> list[tuple[str, list[int]]]:
         first, last = int(chunk[0]), int(chunk[-1])
         members = [i for i, unit in enumerate(space.units) if first <= unit.block <= last]
         groups.append((f"block {first}" if first == last else f"blocks {first}-{last}", members))
-    if space.granularity != "layer":
+    if space.granularity == "block":
         return groups
     room = MAX_PARAMS - len(groups)
     for key in (lambda unit: layer_type(unit.name), lambda unit: unit.layers[0].kind):

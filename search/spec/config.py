@@ -256,8 +256,14 @@ class Spec(_Strict):
 
     def fingerprint(self) -> str:
         """What makes two searches the same search: model, data, compression, algorithm, seed."""
+        evaluator = self.evaluator_spec().model_dump(mode="json", exclude={"cache_dir"})
+        # Tied units came later: only a search that ties them has the key, so the searches before
+        # keep their fingerprints (and a bitwidth one, whose units the default now ties, does not).
+        del evaluator["compression"]["tie_fused"]
+        if self.compression.ties_fused():
+            evaluator["compression"]["tie_fused"] = True
         payload = {
-            "evaluator": self.evaluator_spec().model_dump(mode="json", exclude={"cache_dir"}),
+            "evaluator": evaluator,
             "algorithm": self.algorithm.name,
             "config": {
                 key: value
@@ -303,7 +309,7 @@ def load_spec_text(text: str, *, source: str = "<spec>", overrides: Mapping[str,
         spec = Spec.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(format_errors(source, exc, Spec)) from None
-    problems = latency_problems(spec) or algorithm_problems(spec.algorithm)
+    problems = latency_problems(spec) or algorithm_problems(spec.algorithm) or layer_problems(spec)
     if problems:
         raise SpecError([f"{source}: {key}: {message}" for key, message in problems])
     return spec
@@ -326,6 +332,26 @@ def latency_problems(spec: Spec) -> list[tuple[str, str]]:
     if latency.tokens > spec.data.calibration_tokens:
         problems.append(("latency.tokens", f"must not exceed data.calibration_tokens ({spec.data.calibration_tokens})"))
     return problems
+
+
+def layer_problems(spec: Spec) -> list[tuple[str, str]]:
+    """(key, message) when the model's layers, read from its config, do not fit the compression:
+    no layer matches the patterns, or a bitwidth group size does not fit some layer's width
+    (`spaces.BitwidthScheme.group_problem`). Models whose config is not on this machine are
+    checked when the search builds their space instead."""
+    from spaces import BitwidthScheme
+
+    if spec.compression.scheme != "bitwidth":  # the only scheme with a per-layer constraint
+        return []
+    from evaluators.inventory import spec_layers
+
+    try:
+        layers = spec_layers(spec.model, spec.compression)
+    except ValueError as exc:
+        return [("compression.include", str(exc))]
+    scheme = spec.compression.level_scheme()
+    problem = layers and isinstance(scheme, BitwidthScheme) and scheme.group_problem(layers)
+    return [("compression.levels.group_size", problem)] if problem else []
 
 
 def load_spec(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Spec:

@@ -151,7 +151,7 @@ def test_make_units_errors():
         make_units([], "layer")
     with pytest.raises(ValueError, match=r"repeated: \['l0'\]"):
         make_units([*layers, LayerInfo("l0", (2,), 2, block=5)], "layer")
-    assert GRANULARITIES == ("layer", "block")
+    assert GRANULARITIES == ("layer", "fused", "block")
 
 
 @FAST

@@ -85,7 +85,15 @@ def test_gradients_flow_into_the_logits_only(evaluator):
         # GPT-2: Conv1D layers store their weight transposed; the drop scheme also zeroes biases.
         ({"name": "pressroom:tiny-gpt2"}, {"target": 0.6, "compressor": "wanda"}),
         ({"name": "pressroom:tiny-gpt2"}, {"scheme": "drop", "target": 0.25}),
-        (TINY_LLAMA, {"scheme": "bitwidth", "target": 4.0, "compressor": "rtn", "levels": {"choices": [2, 4, 16]}}),
+        (
+            TINY_LLAMA,
+            {
+                "scheme": "bitwidth",
+                "target": 4.0,
+                "compressor": "rtn",
+                "levels": {"choices": [2, 4, 16], "group_size": 16},
+            },
+        ),
     ],
 )
 def test_a_one_hot_relaxation_is_the_discrete_model(make_evaluator, model, compression):

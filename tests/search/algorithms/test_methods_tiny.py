@@ -33,7 +33,12 @@ from tests.search.harness import run
 TINY_LLAMA = {"name": "pressroom:tiny-llama"}
 SPACES = {
     "sparsity": {"target": 0.6, "compressor": "magnitude"},  # has a uniform profile
-    "bits": {"scheme": "bitwidth", "target": 3.5, "compressor": "rtn", "levels": {"choices": [2, 3, 4, 5]}},
+    "bits": {
+        "scheme": "bitwidth",
+        "target": 3.5,
+        "compressor": "rtn",
+        "levels": {"choices": [2, 3, 4, 5], "group_size": 16},
+    },
 }
 # Small configurations: a few evaluations of a few hundred tokens each.
 TINY: dict[str, object] = {

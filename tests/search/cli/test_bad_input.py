@@ -119,6 +119,15 @@ def test_a_bad_warm_start_is_one_line_before_any_worker_starts(write_spec, run_c
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
+def test_a_group_size_that_splits_a_layer_is_one_line_naming_it_and_writes_nothing(write_spec, run_cli, tmp_path):
+    bits = {"scheme": "bitwidth", "target": 4.0, "compressor": "rtn", "levels": {"group_size": 32}}
+    result = run_cli("search", str(write_spec(compression=bits)), "--storage", f"sqlite:///{tmp_path}/s.db")
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "compression.levels.group_size: group size 32 does not divide model.layers.0.mlp.down_proj's 176" in line
+    assert not (tmp_path / "s.db").exists()
+
+
 def test_a_study_of_a_different_spec_is_refused(write_spec, run_cli, postgres_url, ray_head):
     common = ["--storage", postgres_url, "--ray-address", ray_head.address, "--study", "one-spec-only"]
     first = run_cli("search", str(write_spec("a.yaml")), *common)

@@ -18,7 +18,7 @@ from evaluators import build_space, load_model, take_inventory
 from evaluators.config import CompressionSpec, ModelSpec
 from evaluators.export import PROFILE_FILE, compressed_evaluator
 from search import ResultsError, find_best, load_best
-from search.results.best import FROM_SEARCH, FROM_TRIAL, record_space
+from search.results.best import FROM_SEARCH, FROM_TRIAL, evaluator_spec_from, record_space
 from search.results.exports import (
     FORMATS,
     LLMC_MODIFIERS,
@@ -30,7 +30,7 @@ from search.results.exports import (
 )
 from search.spec.config import load_spec_text
 from search.storage.study import BEST, HELDOUT, SPACE, SPEC, SearchStudy, connect
-from spaces import Profile
+from spaces import BitwidthScheme, Profile, Space
 from tests.search.conftest import tiny_search
 
 SPARSITY = {"scheme": "sparsity", "target": 0.5, "compressor": "magnitude", "levels": {"max_levels": 4}}
@@ -39,7 +39,7 @@ SPACES = {
     "sparsity-block": ("pressroom:tiny-gpt2", {**SPARSITY, "granularity": "block"}),
     "bitwidth": (
         "pressroom:tiny-llama",
-        {"scheme": "bitwidth", "target": 4.0, "levels": {"choices": [2, 3, 4, 6, 16]}},
+        {"scheme": "bitwidth", "target": 4.0, "levels": {"choices": [2, 3, 4, 6, 16], "group_size": 16}},
     ),
     "drop-block": ("pressroom:tiny-llama", {"scheme": "drop", "target": 0.5}),
     "drop-attn": ("pressroom:tiny-llama", {"scheme": "drop", "target": 0.5, "drop_unit": "attn"}),
@@ -51,9 +51,10 @@ SPACES = {
 }
 
 
-def _space(kind: str) -> Any:
+def _space(kind: str, compression: dict[str, Any] | None = None) -> Any:
     """A real model's search space, from its inventory (no compression database needed)."""
-    model, compression = SPACES[kind]
+    model, default = SPACES[kind]
+    compression = compression or default
     loaded = load_model(ModelSpec(name=model), "auto")
     spec = CompressionSpec.model_validate(compression)
     return build_space(take_inventory(loaded.model, spec), spec, loaded.fingerprint)
@@ -254,6 +255,47 @@ def test_the_llm_compressor_recipe_has_the_shape_llm_compressor_reads():
     assert not any(name in g["targets"] for g in groups.values() for name in dense)  # 16 bits stays dense
 
 
+def test_the_recipe_uses_whole_groups_everywhere_and_tied_projections_share_their_bits():
+    bits = _space("bitwidth")
+    assert bits.granularity == "fused"  # the default for bitwidth: engines fuse q/k/v and gate/up
+    widths = {layer.name: layer.shape[1] for layer in bits.layers}
+    assert set(widths.values()) == {64, 176}
+    for seed in range(5):
+        profile = bits.sample(np.random.default_rng(seed))
+        recipe = yaml.safe_load(write_profile(profile, bits, "llm-compressor", compressor="gptq"))
+        groups = recipe["pressroom_stage"]["quantization_modifiers"][LLMC_MODIFIERS["gptq"]]["config_groups"]
+        for group in groups.values():
+            assert group["weights"]["group_size"] == 16
+            assert all(widths[name] % 16 == 0 for name in group["targets"])  # what llm-compressor checks
+        values = layer_values(bits, profile)
+        for block in range(4):
+            attn, mlp = f"model.layers.{block}.self_attn.", f"model.layers.{block}.mlp."
+            assert len({values[attn + p] for p in ("q_proj", "k_proj", "v_proj")}) == 1
+            assert values[mlp + "gate_proj"] == values[mlp + "up_proj"]
+        assert read_profile(write_profile(profile, bits, "llm-compressor"), bits, "llm-compressor") == profile
+
+
+def test_layers_no_wider_than_the_group_are_quantised_per_row_and_a_ragged_group_is_refused():
+    compression = SPACES["bitwidth"][1]
+    wide = _space("bitwidth", {**compression, "levels": {"choices": [2, 3, 4, 6, 16], "group_size": 88}})
+    recipe = yaml.safe_load(write_profile(wide.sample(np.random.default_rng(0)), wide, "llm-compressor"))
+    groups = recipe["pressroom_stage"]["quantization_modifiers"][LLMC_MODIFIERS["gptq"]]["config_groups"]
+    for group in groups.values():
+        per_row = all(name.endswith(("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"))
+                      for name in group["targets"])  # fmt: skip
+        assert group["weights"] == (
+            {"num_bits": group["weights"]["num_bits"], "type": "int", "symmetric": False, "strategy": "channel"}
+            if per_row
+            else {"num_bits": group["weights"]["num_bits"], "type": "int", "symmetric": False, "strategy": "group",
+                  "group_size": 88}
+        )  # fmt: skip
+    ragged = Space(wide.layers, BitwidthScheme(4.0, choices=(2, 4, 16), group_size=32), model=wide.model)
+    with pytest.raises(ValueError, match=re.escape("group size 32 does not divide model.layers.0.mlp.down_proj's 176")):
+        write_profile(ragged.sample(np.random.default_rng(0)), ragged, "llm-compressor")
+    with pytest.raises(ValueError, match=re.escape("compression.levels.group_size: group size 32 does not divide")):
+        _space("bitwidth", {**compression, "levels": {"choices": [2, 3, 4, 6, 16], "group_size": 32}})
+
+
 def test_the_evopress_configuration_is_one_line_per_unit_or_block():
     space = _space("sparsity-layer")
     profile = space.sample(np.random.default_rng(0))
@@ -384,3 +426,10 @@ def test_best_and_status_read_quality_vs_latency_studies(postgres_url, make_eval
     status = run_cli("status", "two-objectives", "--storage", postgres_url)
     assert status.returncode == 0, status.stderr
     assert "0.2" in status.stdout
+
+
+def test_a_spec_recorded_before_tied_units_keeps_a_level_per_layer():
+    old = {"compression": {"scheme": "bitwidth", "target": 4.0, "levels": {"group_size": 16}}}
+    assert evaluator_spec_from(old).compression.space_granularity() == "layer"
+    new = {"compression": {**old["compression"], "tie_fused": None}}  # what public_dict records now
+    assert evaluator_spec_from(new).compression.space_granularity() == "fused"

@@ -45,6 +45,12 @@ MALFORMED = [
         "compression.levels.choices",
         ["at least 1 item"],
     ),
+    (
+        "group-size-not-dividing-a-layer",
+        "model: {name: 'pressroom:tiny-llama'}\ncompression: {scheme: bitwidth, target: 4, levels: {group_size: 32}}",
+        "compression.levels.group_size",
+        ["group size 32 does not divide model.layers.0.mlp.down_proj's 176 input columns", "at most 16"],
+    ),
     ("bad-granularity", "compression: {granularity: row}", "compression.granularity", ["'row'", "'layer'", "'block'"]),
     ("empty-include", "compression: {include: []}", "compression.include", ["at least 1 item", "got []"]),
     ("drop-unit", "compression: {scheme: drop, target: 0.25, drop_unit: head}", "compression.drop_unit", ["'head'"]),
@@ -357,6 +363,7 @@ def test_fingerprint_ignores_where_and_how_a_search_runs(change):
         {"algorithm": {"name": "random"}},
         {"algorithm.params": {"generations": 5}},
         {"seed": 2},
+        {"compression.tie_fused": True},
     ],
     ids=lambda change: next(iter(change)),
 )
@@ -367,6 +374,7 @@ def test_fingerprint_changes_with_what_is_searched(change):
 def test_fingerprint_is_stable_across_processes_and_default_spellings():
     spelled_out = _fingerprint(**{"compression.compressor": "wanda", "algorithm.params": {"generations": 4}})
     assert spelled_out == _fingerprint()
+    assert _fingerprint(**{"compression.tie_fused": False}) == _fingerprint()  # searches before the option
     assert len(_fingerprint()) == 16
 
 
@@ -390,3 +398,17 @@ def test_help_lists_the_commands(cli):
     assert code == 0
     for command in ("validate", "build-db", "search", "status"):
         assert command in out
+
+
+def test_bitwidth_ties_fused_projections_unless_told_not_to():
+    bits = {"scheme": "bitwidth", "target": 4.0, "levels": {"group_size": 16}}
+    tied = _fingerprint(compression=bits)
+    assert _fingerprint(compression={**bits, "tie_fused": True}) == tied
+    assert _fingerprint(compression={**bits, "tie_fused": False}) != tied
+    granularity = {
+        value: Spec.model_validate({"compression": {**bits, "tie_fused": value}}).compression.space_granularity()
+        for value in (None, True, False)
+    }
+    assert granularity == {None: "fused", True: "fused", False: "layer"}
+    sparsity = Spec.model_validate({"compression": {"target": 0.5}}).compression
+    assert sparsity.space_granularity() == "layer"

@@ -26,7 +26,12 @@ from workers.runtime.kernels import LayerSetting
 TINY_BERT = {"model": {"name": "pressroom:tiny-bert"}, "compression": {"target": 0.7, "compressor": "magnitude"}}
 TINY_BITS = {
     "model": {"name": "pressroom:tiny-llama"},
-    "compression": {"scheme": "bitwidth", "target": 4, "compressor": "rtn", "levels": {"choices": [2, 4, 8]}},
+    "compression": {
+        "scheme": "bitwidth",
+        "target": 4,
+        "compressor": "rtn",
+        "levels": {"choices": [2, 4, 8], "group_size": 16},
+    },
 }
 
 
