@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from evaluators.checkpoint import recover_grid, save_compressed_tensors
+from evaluators.checkpoint import FORMAT, recover_grid, save_compressed_tensors
 from evaluators.compressors import gptq_quantize, rtn_quantize
 from spaces import Profile
 
@@ -178,3 +178,18 @@ def bitwidth_checkpoint(make_evaluator, tmp_path_factory):
 )
 def test_plain_from_pretrained_loads_an_asymmetric_checkpoint(bitwidth_checkpoint, tmp_path):
     assert _load_elsewhere(bitwidth_checkpoint, tmp_path)["class"] == "LlamaForCausalLM"
+
+
+def test_the_apply_command_writes_a_smaller_model_and_names_its_formats(make_evaluator, write_spec, run_cli, tmp_path):
+    space = make_evaluator(model={"name": "pressroom:tiny-llama"}, compression=DROP).space
+    (tmp_path / "profile.json").write_text(space.from_array([1, 0, 0, 1]).to_json())
+    spec = str(write_spec(compression=DROP))
+    out = tmp_path / "shallow"
+    done = run_cli("apply", str(tmp_path / "profile.json"), "--spec", spec, "--out", str(out), "--format", FORMAT)
+    assert done.returncode == 0, done.stderr
+    shown = "".join(done.stdout.split())  # rich wraps long paths
+    assert f"wrote{out}(compressed-tensors)" in shown and "AutoModelForCausalLM.from_pretrained" in shown
+    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 2
+    bad = run_cli("apply", str(tmp_path / "profile.json"), "--spec", spec, "--out", str(out), "--format", "gguf")
+    assert bad.returncode == 2
+    assert "--format 'gguf' is not known; allowed: dense, compressed-tensors" in " ".join(bad.stderr.split())
