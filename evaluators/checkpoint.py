@@ -38,7 +38,8 @@ logger = logging.getLogger(__name__)
 PACKED_BITS = range(1, 9)
 #: The format name `pressroom apply --format` takes for this export.
 FORMAT = "compressed-tensors"
-#: How far, in grid steps, a stored weight may sit from its recovered grid point (float rounding).
+#: How far, in grid steps, a float32 weight may sit from its recovered grid point (float rounding);
+#: half-precision weights get their rounding on top, up to 2^bits - 1 steps times their epsilon.
 GRID_TOLERANCE = 1e-3
 
 
@@ -54,6 +55,13 @@ def recover_grid(weight: torch.Tensor, bits: int, group_size: int) -> tuple[torc
         ValueError: a group whose values lie on no such grid (the weight was not quantised to
             `bits` with this group size).
     """
+    maxq = 2**bits - 1
+    tolerance = GRID_TOLERANCE + maxq * torch.finfo(weight.dtype).eps
+    if tolerance >= 0.25:
+        raise ValueError(
+            f"{bits}-bit weights stored in {weight.dtype} are rounded too coarsely to find their grid; "
+            f"search with model dtype float32 to export {bits}-bit layers"
+        )
     rows, cols = weight.shape
     size = cols if group_size >= cols else group_size
     groups = -(-cols // size)
@@ -61,14 +69,13 @@ def recover_grid(weight: torch.Tensor, bits: int, group_size: int) -> tuple[torc
     padded = torch.nn.functional.pad(w, (0, groups * size - cols)).view(rows, groups, size)  # pads with 0: on grid
     low = padded.amin(dim=-1).clamp(max=0)
     span = padded.amax(dim=-1).clamp(min=0) - low  # (rows, groups)
-    maxq = 2**bits - 1
     steps = torch.zeros_like(span)  # 0 = not found yet
     for k in range(maxq, 0, -1):
         todo = steps == 0
         if not todo.any():
             break
         scaled = (padded - low.unsqueeze(-1)) / (span / k).clamp(min=1e-300).unsqueeze(-1)
-        fits = ((scaled - scaled.round()).abs() <= GRID_TOLERANCE).all(dim=-1)
+        fits = ((scaled - scaled.round()).abs() <= tolerance).all(dim=-1)
         steps[todo & fits] = k
     empty = span == 0
     if not bool((empty | (steps > 0)).all()):

@@ -94,6 +94,17 @@ def test_recover_grid_gives_back_the_integers_of_rtn_and_gptq(quantize):
         torch.testing.assert_close((per_column[0] * (q - per_column[1])).float(), fake, rtol=0, atol=1e-6)
 
 
+def test_half_precision_weights_are_recovered_where_their_rounding_allows():
+    weight = torch.randn(8, 64, generator=torch.Generator().manual_seed(2))
+    fake = rtn_quantize(weight, 4, group_size=32).to(torch.bfloat16)
+    scale, zero = recover_grid(fake, 4, 32)
+    q = torch.round(fake.double() / scale.repeat_interleave(32, dim=1)) + zero.repeat_interleave(32, dim=1)
+    dequantised = scale.repeat_interleave(32, dim=1) * (q - zero.repeat_interleave(32, dim=1))
+    torch.testing.assert_close(dequantised.to(torch.bfloat16), fake, rtol=2**-7, atol=0)
+    with pytest.raises(ValueError, match=r"8-bit weights stored in torch\.bfloat16 are rounded too coarsely"):
+        recover_grid(rtn_quantize(weight, 8, group_size=32).to(torch.bfloat16), 8, 32)
+
+
 def test_a_weight_off_every_grid_is_refused():
     with pytest.raises(ValueError, match="lies on no 2-bit grid"):
         recover_grid(torch.randn(4, 32, generator=torch.Generator().manual_seed(1)), 2, 32)
