@@ -110,8 +110,12 @@ def test_a_weight_off_every_grid_is_refused():
         recover_grid(torch.randn(4, 32, generator=torch.Generator().manual_seed(1)), 2, 32)
 
 
-def test_a_bitwidth_profile_loads_as_compressed_tensors_with_the_evaluators_logits(make_evaluator, tmp_path):
-    evaluator = make_evaluator(model={"name": "pressroom:tiny-llama"}, compression=BITWIDTH)
+@pytest.mark.parametrize("compressor", ["rtn", "gptq"])
+def test_a_bitwidth_profile_loads_as_compressed_tensors_with_the_evaluators_logits(
+    compressor, make_evaluator, tmp_path
+):
+    compression = {**BITWIDTH, "compressor": compressor}
+    evaluator = make_evaluator(model={"name": "pressroom:tiny-llama"}, compression=compression)
     space = evaluator.space
     cycle = [2, 3, 4, 8, 16]
     profile = space.from_array([cycle[index % len(cycle)] for index in range(len(space.units))])
@@ -172,7 +176,12 @@ def test_drops_of_parts_of_blocks_and_other_schemes_are_refused(make_evaluator, 
     evaluator = make_evaluator(model={"name": "pressroom:tiny-llama"}, compression=sparsity)
     with pytest.raises(ValueError, match="writes bitwidth and drop profiles, not 'sparsity' ones"):
         save_compressed_tensors(evaluator, evaluator.space.uniform(), tmp_path / "sparse")
-    assert not (tmp_path / "partial").exists() and not (tmp_path / "sparse").exists()
+    wide = {**BITWIDTH, "target": 8.0, "levels": {"choices": [4, 12, 16], "group_size": 16}}
+    evaluator = make_evaluator(model={"name": "pressroom:tiny-llama"}, compression=wide)
+    profile = evaluator.space.from_array([12] * len(evaluator.space.units))
+    with pytest.raises(ValueError, match=r"uses \[12\] bits, which pack-quantized cannot store; allowed: 1\.\.8"):
+        save_compressed_tensors(evaluator, profile, tmp_path / "wide")
+    assert not any((tmp_path / name).exists() for name in ("partial", "sparse", "wide"))
 
 
 @pytest.fixture(scope="module")
