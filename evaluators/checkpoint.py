@@ -98,7 +98,7 @@ def _quantization_config(groups: dict[tuple[int, int, bool], list[str]], ignore:
     return QuantizationConfig(config_groups=schemes, ignore=ignore, format="pack-quantized")
 
 
-def _quantized_model(evaluator: Evaluator, profile: Profile) -> tuple[nn.Module, Any]:
+def _quantized_model(evaluator: Evaluator, profile: Profile) -> nn.Module:
     """A copy of the evaluator's model holding `profile`, with each quantised layer's grid attached."""
     from compressed_tensors.quantization import apply_quantization_config
 
@@ -128,19 +128,18 @@ def _quantized_model(evaluator: Evaluator, profile: Profile) -> tuple[nn.Module,
                 f"layer {name!r} has {cols} input columns, not a multiple of group_size {group_size}; "
                 f"compressed-tensors (and vLLM) need whole groups: search with a group_size dividing {cols}"
             )
-        grids[name] = recover_grid(module.weight.data, bits, group_size)
+        grids[name] = (bits, *recover_grid(module.weight.data, bits, group_size))
         groups[(bits, size, False)].append(name)
     quantized = {name for names in groups.values() for name in names}
     ignore = sorted(n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n not in quantized)
     config = _quantization_config(groups, ignore)
     apply_quantization_config(model, config, show_progress=False)
-    for name, (scale, zero) in grids.items():
+    for name, (bits, scale, zero) in grids.items():
         module = model.get_submodule(name)
-        bits = module.quantization_scheme.weights.num_bits
         offset = 2 ** (bits - 1)  # our integers are 0..2^b-1; compressed-tensors' are signed
         module.weight_scale.data.copy_(scale.to(module.weight_scale.dtype))
         module.weight_zero_point.data.copy_((zero - offset).to(module.weight_zero_point.dtype))
-    return model, config
+    return model
 
 
 def _drop_blocks(evaluator: Evaluator, profile: Profile) -> nn.Module:
@@ -165,7 +164,7 @@ def _drop_blocks(evaluator: Evaluator, profile: Profile) -> nn.Module:
     for index, block in enumerate(kept):
         for sub in block.modules():
             if hasattr(sub, "layer_idx"):  # the KV cache slot of an attention module
-                sub.layer_idx = index
+                sub.layer_idx = index  # type: ignore[assignment]  # a plain int attribute
     setattr(model.get_submodule(owner), attribute, nn.ModuleList(kept))
     config = model.config
     total = len(blocks)
@@ -195,7 +194,7 @@ def save_compressed_tensors(evaluator: Evaluator, profile: Profile, out: Path) -
     if scheme == "bitwidth":
         from compressed_tensors.compressors import ModelCompressor
 
-        model, _ = _quantized_model(evaluator, profile)
+        model = _quantized_model(evaluator, profile)
         compressor = ModelCompressor.from_pretrained_model(model, "pack-quantized")
         compressor.compress_model(model)
         out.mkdir(parents=True, exist_ok=True)
