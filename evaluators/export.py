@@ -3,8 +3,8 @@
 The saved weights are the compressed weights in the model's own dense layout: pruned weights
 are zeros, quantised weights are their dequantised values, a dropped sub-block's output
 projection is zero. Any `transformers` runtime loads the folder with
-``AutoModel*.from_pretrained``; packing it for sparse or low-bit kernels is left to the tools
-that own those kernels (see `pressroom export --format llm-compressor`).
+``AutoModel*.from_pretrained``. `evaluators.checkpoint` writes bitwidth profiles packed for
+low-bit kernels (compressed-tensors) and drop profiles as shallower models.
 
 Example:
     >>> evaluator = compressed_evaluator(spec, profile)  # doctest: +SKIP

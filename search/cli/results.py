@@ -21,6 +21,7 @@ from .common import PIPED_WIDTH, StorageOpt, UsageError, err, out, read_spec, re
 StudyArg = Annotated[str, typer.Argument(help="The study name (see `pressroom status`).", show_default=False)]
 OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of the terminal.")]
 BEST_FORMATS = ("json", "yaml", "table")
+APPLY_FORMATS = ("dense", "compressed-tensors")
 
 
 def _choice(value: str, allowed: tuple[str, ...] | list[str], option: str) -> str:
@@ -165,13 +166,23 @@ def apply(
     study: Annotated[str | None, typer.Option(help="Or: the study whose recorded spec to use.")] = None,
     storage: StorageOpt = None,
     cache_dir: Annotated[str | None, typer.Option(help="Where compression databases live (overrides).")] = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="dense: the compressed weights in the model's own layout; compressed-tensors: packed "
+            "integer weights (bitwidth) or a shallower model (drop) that serving engines load.",
+        ),
+    ] = "dense",
 ) -> None:
     """Write the compressed model a profile describes (safetensors, config, tokenizer, profile)."""
+    from evaluators.checkpoint import FORMAT, save_compressed_tensors
     from evaluators.export import compressed_evaluator, save_compressed
     from spaces import Profile
 
     from ..results.best import evaluator_spec_from, study_spec
 
+    _choice(fmt, APPLY_FORMATS, "--format")
     try:
         profile = Profile.from_json(profile_path.read_text())
     except OSError as exc:
@@ -188,13 +199,18 @@ def apply(
             evaluator_spec = evaluator_spec_from(study_spec(resolve_storage(storage), study), cache_dir)
         err.print(f"loading {evaluator_spec.model.name} and its compression database", markup=False)
         evaluator = compressed_evaluator(evaluator_spec, profile)
-        save_compressed(evaluator, profile, out_dir)
+        if fmt == FORMAT:
+            save_compressed_tensors(evaluator, profile, out_dir)
+        else:
+            save_compressed(evaluator, profile, out_dir)
     except ValueError as exc:  # ResultsError, another model or scheme, a non-empty folder
         raise UsageError(str(exc)) from None
     loader = "AutoModelForCausalLM" if evaluator.task == "causal-lm" else "AutoModel"
+    how = f"load it with transformers.{loader}.from_pretrained({str(out_dir)!r})"
+    if fmt == FORMAT and evaluator.spec.compression.scheme == "bitwidth":
+        how = f"serve it with: vllm serve {out_dir} (see docs/results.md)"
     out.print(
-        f"wrote {out_dir}: safetensors weights, config.json, tokenizer, pressroom-profile.json\n"
-        f"load it with transformers.{loader}.from_pretrained({str(out_dir)!r})",
+        f"wrote {out_dir} ({fmt}): safetensors weights, config.json, tokenizer, pressroom-profile.json\n{how}",
         markup=False,
         highlight=False,
     )
