@@ -125,9 +125,9 @@ def curve_figure(curves: Mapping[str, Sequence[Curve]], title: str) -> Figure:
         for seed, curve in enumerate(seeds):
             points = sorted((t, v) for t, v in curve if v is not None)
             if points:
-                xs, ys = zip(*points, strict=True)
+                ts, ys = zip(*points, strict=True)
                 marker = SEED_MARKERS[seed % len(SEED_MARKERS)]  # tells a method's seeds apart
-                ax.plot(xs, ys, marker=marker, markersize=4, linewidth=0.8, alpha=0.5, color=colour,
+                ax.plot(ts, ys, marker=marker, markersize=4, linewidth=0.8, alpha=0.5, color=colour,
                         drawstyle="steps-post", label=f"{method} seed {seed}")  # fmt: skip
         grid = sorted({t for curve in seeds for t, v in curve if v is not None})
         at = [

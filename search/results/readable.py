@@ -53,7 +53,8 @@ def readable_app(app: Callable[..., Any], storage: BaseStorage) -> Callable[...,
             return [b""]
         match = _STUDY.fullmatch(environ.get("PATH_INFO", ""))
         if match is None or environ.get("REQUEST_METHOD", "GET") != "GET":
-            return app(environ, start_response)
+            passed: Iterable[bytes] = app(environ, start_response)
+            return passed
         captured: dict[str, Any] = {}
 
         def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], Any]:
