@@ -57,3 +57,45 @@ def test_build_executor_rejects_a_bad_count():
 
     with pytest.raises(ValueError, match="at least 1, got 0"):
         build_executor(0)
+
+
+def _pressroom(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    from search.cli.app import main
+
+    monkeypatch.setattr("sys.argv", ["pressroom", *args])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    out, err = ("\n".join(line for line in text.splitlines() if line) for text in capsys.readouterr())
+    return int(exited.value.code or 0), out, err
+
+
+@pytest.mark.ray
+def test_build_db_with_workers_on_the_running_ray(ray_session, tmp_path, monkeypatch, capsys):
+    import yaml
+
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump({**SPEC, "compression": {"target": 0.5, "compressor": "wanda"}}))
+    code, out, _ = _pressroom(
+        monkeypatch, capsys, "build-db", str(spec), "--cache-dir", str(tmp_path), "--workers", "2"
+    )
+    assert code == 0
+    assert out.startswith(f"database ready: {tmp_path}/db/")
+    assert "compressor wanda, 28 layers" in out
+    assert ray_session.is_initialized()  # the session's Ray, used and left running
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--workers", "0"], "--workers must be at least 1, got 0"),
+        (["--ray-address", "auto"], "--ray-address is for the workers of --workers N"),
+    ],
+)
+def test_build_db_rejects_bad_worker_options(tmp_path, monkeypatch, capsys, args, message):
+    import yaml
+
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(SPEC))
+    code, _, err = _pressroom(monkeypatch, capsys, "build-db", str(spec), "--cache-dir", str(tmp_path), *args)
+    assert code == 2
+    assert message in err
