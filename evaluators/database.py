@@ -7,7 +7,10 @@ each file's size and SHA-256, hashed once when the file is written. Nested-mask 
 store one weight per setting; RTN needs no statistics; drop stores nothing. N:M levels of the
 mixed scheme (negative settings) store a keep-mask (magnitude, Wanda) or a weight (SparseGPT)
 under their setting. A build writes each file under a temporary name, renames it, and then
-rewrites the manifest, so a killed build resumes with the layers it finished.
+rewrites the manifest, so a killed build resumes with the layers it finished. The statistics
+are gathered once, by the builder; the layers are compressed by an executor (`evaluators.building`),
+here one after another or on Ray workers in parallel (`pressroom build-db --workers N`), to the
+same bytes and the same manifest.
 
 Opening checks the manifest and each file's existence and size, not its hash: re-hashing every
 file on every worker start read the whole database (on the order of 100 GB for an 8B model
@@ -30,31 +33,19 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from spaces import LayerInfo
 
-from . import compressors
-from .compressors import nm
+from .building import NEEDS_HESSIAN, NESTED, Executor, LayerJob, in_process, sha256
 from .data import Batch
 from .inventory import weight_view
-from .stats import LayerStats, collect_stats
+from .stats import collect_stats
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "pressroom.db"
 VERSION = 1
-NESTED = ("magnitude", "wanda")
-NEEDS_HESSIAN = ("sparsegpt", "gptq")
 Progress = Callable[[int, int, str], None]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
@@ -126,6 +117,7 @@ class CompressionDatabase:
         model: torch.nn.Module,
         batch: Callable[[], Batch],
         progress: Progress | None = None,
+        executor: Executor = in_process,
     ) -> CompressionDatabase:
         """Open the database for `header`, building or repairing whatever is missing or corrupt.
 
@@ -138,6 +130,8 @@ class CompressionDatabase:
             model: the dense model (to gather input statistics).
             batch: returns the statistics tokens (called only if some layer needs building).
             progress: called with (done, total, layer name) after each layer.
+            executor: runs the layers' compression (`evaluators.building.in_process`: here, one
+                after another; `workers.build_executor`: on Ray workers in parallel).
         """
         key = hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest()[:20]
         root = Path(cache_dir).expanduser() / "db" / key
@@ -152,7 +146,9 @@ class CompressionDatabase:
                         "building the %s database in %s: %d of %d layers to do",
                         header["compressor"], root, len(todo), len(layers),
                     )  # fmt: skip
-                    cls._build_layers(root, manifest, todo, modules, choices, model, batch, progress, len(layers))
+                    cls._build_layers(
+                        root, manifest, todo, modules, choices, model, batch, progress, len(layers), executor
+                    )
         return cls(root, manifest, repairs)
 
     @classmethod
@@ -210,59 +206,34 @@ class CompressionDatabase:
         batch: Callable[[], Batch],
         progress: Progress | None,
         total: int,
+        executor: Executor,
     ) -> None:
+        """Gather the statistics once, have `executor` compress and write each layer, and add
+        each entry to the manifest (rewritten after each, so a killed build resumes)."""
         compressor = manifest["compressor"]
         done = total - len(todo)
-        if compressor in ("wanda", *NEEDS_HESSIAN):
-            groups = collect_stats(model, dict(modules), todo, batch(), hessian=compressor in NEEDS_HESSIAN)
-        else:  # magnitude, RTN and drop need no statistics
-            groups = iter([dict.fromkeys((layer.name for layer in todo), None)])
-        for group in groups:
-            for name, stats in group.items():
-                unstructured = [s for s in choices[name] if s >= 0]
-                tensors = cls._compress(compressor, modules[name], unstructured, stats, manifest["params"])
-                tensors.update(_compress_nm(compressor, modules[name], choices[name], stats, manifest["params"]))
-                entry: dict[str, Any] = {"file": None}
-                if tensors:
-                    file = f"{name}.safetensors"
-                    tmp = root / f".{file}.{os.getpid()}.tmp"
-                    save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp))
-                    os.replace(tmp, root / file)
-                    entry = {"file": file, "bytes": (root / file).stat().st_size, "sha256": _sha256(root / file)}
-                manifest["layers"][name] = entry
-                _write_json(root / "manifest.json", manifest)
-                done += 1
-                if progress:
-                    progress(done, total, name)
 
-    @staticmethod
-    def _compress(
-        compressor: str,
-        module: torch.nn.Module,
-        settings: Sequence[int],
-        stats: LayerStats | None,
-        params: Mapping[str, Any],
-    ) -> dict[str, torch.Tensor]:
-        weight = weight_view(module)  # (out, in)
-        if compressor == "drop":
-            return {}
-        if compressor in NESTED:
-            if compressor == "wanda":
-                assert stats is not None
-                ranking = compressors.wanda_ranking(weight, stats.sq_norms)
-            else:
-                ranking = compressors.magnitude_ranking(weight)
-            return {"ranking": ranking[: max(settings)].to(torch.int32)}
-        if compressor == "sparsegpt":
-            assert stats is not None and stats.hessian is not None
-            pruned = compressors.sparsegpt_prune(weight, stats.hessian, list(settings))
-            return {f"s{s}": w for s, w in zip(settings, pruned, strict=True)}
-        group = int(params.get("group_size", 128))
-        if compressor == "rtn":
-            return {f"s{b}": compressors.rtn_quantize(weight, b, group_size=group) for b in settings if b < 16}
-        assert stats is not None and stats.hessian is not None
-        quantized = compressors.gptq_quantize(weight, stats.hessian, [b for b in settings if b < 16], group_size=group)
-        return {f"s{b}": w for b, w in zip([b for b in settings if b < 16], quantized, strict=True)}
+        def jobs() -> Iterator[LayerJob]:
+            if compressor in ("wanda", *NEEDS_HESSIAN):
+                groups = collect_stats(model, dict(modules), todo, batch(), hessian=compressor in NEEDS_HESSIAN)
+            else:  # magnitude, RTN and drop need no statistics
+                groups = iter([dict.fromkeys((layer.name for layer in todo), None)])
+            for group in groups:
+                for name, stats in group.items():
+                    weight = weight_view(modules[name])
+                    yield LayerJob(name, compressor, weight, tuple(choices[name]), stats, manifest["params"])
+
+        for name, entry in executor(root, jobs()):
+            if entry["file"] is not None and not (root / entry["file"]).exists():
+                raise RuntimeError(
+                    f"a worker wrote {entry['file']} for layer {name}, but {root} does not have it: build-db's "
+                    "workers must share the database folder (see docs/deploy.md)"
+                )
+            manifest["layers"][name] = entry
+            _write_json(root / "manifest.json", manifest)
+            done += 1
+            if progress:
+                progress(done, total, name)
 
     # --- checking -------------------------------------------------------------------------------
 
@@ -282,7 +253,7 @@ class CompressionDatabase:
                 path = self.root / entry["file"]
                 if not path.exists():
                     bad[name] = f"{path}: missing (layer {name})"
-                elif _sha256(path) != entry["sha256"]:
+                elif sha256(path) != entry["sha256"]:
                     bad[name] = f"{path}: SHA-256 does not match the manifest (layer {name})"
             if progress:
                 progress(done, len(entries), name)
@@ -325,29 +296,3 @@ class CompressionDatabase:
             if key not in handle.keys():  # noqa: SIM118 - safe_open has no __contains__
                 raise KeyError(f"the {self.compressor} database has no {key!r} for layer {name!r}")
             return handle.get_tensor(key)
-
-
-def _compress_nm(
-    compressor: str,
-    module: torch.nn.Module,
-    settings: Sequence[int],
-    stats: LayerStats | None,
-    params: Mapping[str, Any],
-) -> dict[str, torch.Tensor]:
-    """The N:M levels among a layer's settings (negated pruned counts, see `spaces.MixedScheme`),
-    each stored under its setting like any other: a keep-mask for magnitude and Wanda (their
-    unstructured ranking says nothing about a pattern), the pruned weight for SparseGPT."""
-    structured = [s for s in settings if s < 0]
-    if not structured:
-        return {}
-    n, m = int(params["n"]), int(params["m"])
-    weight = weight_view(module)  # (out, in)
-    if compressor == "magnitude":
-        value = nm.magnitude_nm_mask(weight, n, m)
-    elif compressor == "wanda":
-        assert stats is not None
-        value = nm.wanda_nm_mask(weight, stats.sq_norms, n, m)
-    else:
-        assert compressor == "sparsegpt" and stats is not None and stats.hessian is not None, compressor
-        value = nm.sparsegpt_nm_prune(weight, stats.hessian, n, m)
-    return {f"s{s}": value for s in structured}

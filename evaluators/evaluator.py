@@ -27,6 +27,7 @@ from torch import nn
 from spaces import Fidelity, Profile
 
 from . import fitness as fit
+from .building import Executor, in_process
 from .caches import PrefixCache, TeacherCache, find_blocks
 from .compressors.nm import nm_weight
 from .config import EvaluatorSpec
@@ -75,6 +76,8 @@ class Evaluator:
         device: where the model runs.
         progress: called as the compression database is built (done, total, layer).
         loaded: an already loaded model (tests reuse one); it is modified in place.
+        executor: compresses the database's layers where it needs building (in this process by
+            default; `workers.build_executor` spreads them over Ray workers).
 
     Attributes:
         start: the start-up steps (model, data, teacher, database), each logged as it ends with
@@ -91,6 +94,7 @@ class Evaluator:
         device: str | torch.device = "cpu",
         progress: Progress | None = None,
         loaded: LoadedModel | None = None,
+        executor: Executor = in_process,
     ) -> None:
         self.spec = spec
         self.device = torch.device(device)
@@ -133,7 +137,7 @@ class Evaluator:
             spec.data.teacher_cache_mb << 20, lambda parts: sum(_nbytes(p) for p in parts)
         )
         with self.start.step("opened the compression database"):
-            self.db = self.open_database(progress)
+            self.db = self.open_database(progress, executor)
 
     # --- setup ----------------------------------------------------------------------------------
 
@@ -149,9 +153,10 @@ class Evaluator:
                 module.bias = nn.Parameter(self._dense_bias[name], requires_grad=False)
         return teacher.eval()
 
-    def open_database(self, progress: Progress | None = None) -> CompressionDatabase:
+    def open_database(self, progress: Progress | None = None, executor: Executor = in_process) -> CompressionDatabase:
         """Open the compression database, building whatever is missing (also after
-        `CompressionDatabase.discard`, which is how `pressroom verify-db --repair` rebuilds)."""
+        `CompressionDatabase.discard`, which is how `pressroom verify-db --repair` rebuilds),
+        its layers compressed by `executor` (see `CompressionDatabase.build`)."""
         compression = self.spec.compression
         choices = self.space.layer_choices()
         header = CompressionDatabase.header(
@@ -170,6 +175,7 @@ class Evaluator:
             model=self.model,
             batch=lambda: self.data.first(self.spec.data.stats_tokens),
             progress=progress,
+            executor=executor,
         )
 
     # --- switching ------------------------------------------------------------------------------

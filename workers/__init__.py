@@ -6,7 +6,8 @@ the thin Ray actor around it; `WorkerPool` sends keyed tasks to any actors and r
 ended, routing work to the actor that holds the nearest profile.
 
 Names are imported on first use, so `import workers` (or `workers.runtime`) does not import Ray;
-only the actor and the pool do.
+only the actor, the pool and `build_executor` (the compression database's layers compressed on
+Ray workers, for `pressroom build-db --workers N`) do.
 
 Example:
     >>> import ray  # doctest: +SKIP
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
         threads_for,
         wait_ready,
     )
+    from .dbbuild import build_executor
     from .pool import WorkerPool
     from .runner import EvaluatorRunner, switch_distance, task_payload
     from .tasks import Outcome
@@ -45,6 +47,7 @@ _WHERE = {
     "resolve_device": "actor",
     "threads_for": "actor",
     "wait_ready": "actor",
+    "build_executor": "dbbuild",
     "Outcome": "tasks",
     "WorkerPool": "pool",
     "EvaluatorRunner": "runner",
@@ -59,6 +62,7 @@ __all__ = [
     "ResourceError",
     "WorkerPool",
     "actor_options",
+    "build_executor",
     "check_fits",
     "gpus_per_actor",
     "make_actors",

@@ -17,6 +17,7 @@ from .common import SpecArg, UsageError, err, out, read_spec
 
 if TYPE_CHECKING:
     from evaluators import Evaluator
+    from evaluators.building import Executor
 
 
 def _plain(console: Console, text: str) -> None:
@@ -65,21 +66,65 @@ def _progress_bar(description: str) -> Iterator[Callable[[int, int, str], None]]
         yield advance
 
 
-def _evaluator(spec_path: Path, cache_dir: str | None) -> Evaluator:
-    """The spec's evaluator, its compression database opened (built where missing, with a bar)."""
+def _evaluator(spec_path: Path, cache_dir: str | None, executor: Executor | None = None) -> Evaluator:
+    """The spec's evaluator, its compression database opened (built where missing, with a bar),
+    its layers compressed by `executor` (None: in this process)."""
     from evaluators import Evaluator
+    from evaluators.building import in_process
 
     spec = read_spec(spec_path, cache_dir=cache_dir)
     with _progress_bar("compressing") as advance:
         try:
-            return Evaluator(spec.evaluator_spec(), progress=advance)
+            return Evaluator(spec.evaluator_spec(), progress=advance, executor=executor or in_process)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
 
 
-def build_db(spec_path: SpecArg, cache_dir: CacheDirOpt = None) -> None:
-    """Build the compression database a spec needs, or finish an interrupted build."""
-    db = _evaluator(spec_path, cache_dir).db
+@contextlib.contextmanager
+def _ray_executor(workers: int, address: str | None) -> Iterator[Executor]:
+    """Ray (connected to, or a local one started and stopped here) and an executor that
+    compresses `workers` layers at once on it."""
+    import ray
+
+    from workers import build_executor
+
+    from ..driver.run import SearchError, start_ray
+
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    try:
+        started = start_ray(address)
+    except SearchError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        yield build_executor(workers)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def build_db(
+    spec_path: SpecArg,
+    cache_dir: CacheDirOpt = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Compress this many layers at once on Ray workers (default: one by one, no Ray)."),
+    ] = None,
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (default: a local Ray).")] = None,
+) -> None:
+    """Build the compression database a spec needs, or finish an interrupted build.
+
+    The statistics are gathered once in this process; with --workers N the layers are compressed
+    N at a time on Ray workers, which write into the same database folder (the same files as
+    without --workers).
+    """
+    if workers is None:
+        if ray_address is not None:
+            raise UsageError("--ray-address is for the workers of --workers N; without --workers no Ray is used")
+        db = _evaluator(spec_path, cache_dir).db
+    else:
+        with _ray_executor(workers, ray_address) as executor:
+            db = _evaluator(spec_path, cache_dir, executor).db
     size = sum(p.stat().st_size for p in db.root.glob("*.safetensors"))
     _plain(
         out,

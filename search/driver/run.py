@@ -71,7 +71,7 @@ def space_from_info(spec: Spec, infos: Sequence[dict[str, Any]]) -> Space:
     return Space(layers, spec.compression.level_scheme(), granularity=info["granularity"], model=infos[0]["model"])
 
 
-def _start_ray(address: str | None) -> bool:
+def start_ray(address: str | None) -> bool:
     """Connect to Ray (or start a local one); returns whether this call started it."""
     import ray
 
@@ -107,7 +107,7 @@ class Workers:
 
         timer = StartTimer(logger)
         with timer.step("started Ray"):
-            self._started_ray = _start_ray(spec.workers.ray_address)
+            self._started_ray = start_ray(spec.workers.ray_address)
         self.pool: Any = None
         w = spec.workers
 

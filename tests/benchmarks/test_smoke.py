@@ -38,6 +38,7 @@ EXPECTED: dict[str, list[str]] = {
     "quality_smollm2": [r'"heldout_mean": \d', r"\n\| evopress \| \d"],
     "gpu_check": [r"no CUDA, skipped|all CUDA checks passed"],  # CI has no GPU
     "db_open": [r"\nopen \(manifest, sizes\)\s+\d+\.\d+\n", r"\nfull hash \(verify-db; [^)]*\)\s+\d+\.\d+\n"],
+    "db_build": [r"\nRay, 2 workers\s+\d+\.\d+\s+\d+\.\d+x\n", r"same manifest \([^)]*\): yes"],
 }
 #: Parts that a flag adds, and the line each prints.
 FLAG_EXPECTED = {
@@ -51,8 +52,10 @@ SERVICES = {
     "quality_minilm": [pytest.mark.ray],
     "quality_causal": [pytest.mark.ray],
     "quality_smollm2": [pytest.mark.ray],
+    "db_build": [pytest.mark.ray],
 }
 FORBIDDEN = {
+    "db_build": r"same manifest [^:]*: NO",
     "prefix": r"\bNO\b",
     "quality_minilm": r'"heldout_mean": null',
     "quality_causal": r'"heldout_mean": null',

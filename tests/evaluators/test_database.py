@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from evaluators.database import CompressionDatabase
-
 SPEC = {
     "model": {"name": "pressroom:tiny-llama"},
     "compression": {"target": 0.5, "compressor": "sparsegpt"},
@@ -28,14 +26,16 @@ def _spec(cache: Path, **overrides):
 
 
 def _count_compress(monkeypatch) -> list[str]:
+    from evaluators import building
+
     calls: list[str] = []
-    original = CompressionDatabase._compress
+    original = building.compress
 
-    def counting(compressor, module, settings, stats, params):
+    def counting(compressor, weight, settings, stats, params):
         calls.append(compressor)
-        return original(compressor, module, settings, stats, params)
+        return original(compressor, weight, settings, stats, params)
 
-    monkeypatch.setattr(CompressionDatabase, "_compress", staticmethod(counting))
+    monkeypatch.setattr(building, "compress", counting)
     return calls
 
 
