@@ -176,8 +176,8 @@ def apply(
     ] = "dense",
 ) -> None:
     """Write the compressed model a profile describes (safetensors, config, tokenizer, profile)."""
-    from evaluators.checkpoint import FORMAT, save_compressed_tensors
-    from evaluators.export import compressed_evaluator, save_compressed
+    from evaluators.saving.checkpoint import FORMAT, save_compressed_tensors
+    from evaluators.saving.export import compressed_evaluator, save_compressed
     from spaces import Profile
 
     from ..results.best import evaluator_spec_from, study_spec

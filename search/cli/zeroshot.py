@@ -67,8 +67,8 @@ def eval_command(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write the scores as JSON.")] = None,
 ) -> None:
     """Zero-shot accuracy (lm-evaluation-harness) of the dense model and of the compressed one."""
-    from evaluators.export import compressed_evaluator
     from evaluators.quality.zeroshot import accuracy, check_tasks
+    from evaluators.saving.export import compressed_evaluator
 
     names = [name.strip() for name in tasks.split(",") if name.strip()]
     if not names:

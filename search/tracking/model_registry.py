@@ -191,7 +191,7 @@ def register_best(
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from evaluators.export import compressed_evaluator
+    from evaluators.saving.export import compressed_evaluator
 
     rdb = open_storage(storage)
     best = find_best(rdb, study)
@@ -271,7 +271,7 @@ def _log_model(
     from mlflow.entities import LoggedModelOutput, LoggedModelStatus
     from mlflow.models import Model
 
-    from evaluators.export import PROFILE_FILE
+    from evaluators.saving.export import PROFILE_FILE
 
     model = client.create_logged_model(experiment, name=name, source_run_id=run_id, tags=tags)
     try:

@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from evaluators.checkpoint import FORMAT, recover_grid, save_compressed_tensors
 from evaluators.compressors import gptq_quantize, rtn_quantize
+from evaluators.saving.checkpoint import FORMAT, recover_grid, save_compressed_tensors
 from spaces import Profile
 
 #: Logits of the loaded checkpoint may differ from the evaluator's by float32 rounding of

@@ -16,7 +16,7 @@ from optuna.trial import TrialState, create_trial
 
 from evaluators import build_space, load_model, take_inventory
 from evaluators.config import CompressionSpec, ModelSpec
-from evaluators.export import PROFILE_FILE, compressed_evaluator
+from evaluators.saving.export import PROFILE_FILE, compressed_evaluator
 from search import ResultsError, find_best, load_best
 from search.results.best import FROM_SEARCH, FROM_TRIAL, evaluator_spec_from, record_space
 from search.results.exports import (

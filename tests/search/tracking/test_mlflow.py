@@ -22,7 +22,7 @@ import transformers
 import yaml
 from optuna.trial import TrialState, create_trial
 
-from evaluators.export import PROFILE_FILE
+from evaluators.saving.export import PROFILE_FILE
 from search import find_best
 from search.driver.run import SearchOutcome, run_search
 from search.results.best import record_space

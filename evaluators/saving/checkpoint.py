@@ -29,8 +29,8 @@ from torch import nn
 
 from spaces import Profile
 
-from .caches import find_blocks
-from .evaluator import DENSE_BITS, Evaluator
+from ..caches import find_blocks
+from ..evaluator import DENSE_BITS, Evaluator
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 The saved weights are the compressed weights in the model's own dense layout: pruned weights
 are zeros, quantised weights are their dequantised values, a dropped sub-block's output
 projection is zero. Any `transformers` runtime loads the folder with
-``AutoModel*.from_pretrained``. `evaluators.checkpoint` writes bitwidth profiles packed for
+``AutoModel*.from_pretrained``. `evaluators.saving.checkpoint` writes bitwidth profiles packed for
 low-bit kernels (compressed-tensors) and drop profiles as shallower models.
 
 Example:
@@ -21,10 +21,10 @@ import torch
 
 from spaces import Profile
 
-from .config import EvaluatorSpec
-from .database import Progress
-from .evaluator import Evaluator
-from .models import load_model
+from ..config import EvaluatorSpec
+from ..database import Progress
+from ..evaluator import Evaluator
+from ..models import load_model
 
 logger = logging.getLogger(__name__)
 
