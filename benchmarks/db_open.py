@@ -41,12 +41,14 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="The smallest setting (tiny Llama, 2 opens).")
     args = parser.parse_args()
     model, opens = ("pressroom:tiny-llama", 2) if args.smoke else (args.model, args.opens)
+    # the group size must divide every wider layer's input width: the tiny Llama's MLP is 176 wide
+    levels = {"group_size": 16} if args.smoke else {}
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="pressroom-db-open-") as cache:
         spec = EvaluatorSpec.model_validate(
             {
                 "model": {"name": model},
-                "compression": {"scheme": "bitwidth", "target": 4, "compressor": "rtn"},
+                "compression": {"scheme": "bitwidth", "target": 4, "compressor": "rtn", "levels": levels},
                 "data": {"seq_len": 64, "calibration_tokens": 4096, "heldout_tokens": 1024, "stats_tokens": 1024},
                 "cache_dir": cache,
             }
