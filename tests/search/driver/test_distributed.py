@@ -223,8 +223,10 @@ def test_sigkill_of_the_coordinator_then_rerun_resumes_exactly(write_spec, postg
 def test_ctrl_c_marks_in_flight_trials_and_a_rerun_finishes(write_spec, postgres_url, ray_head, run_cli):
     spec = write_spec("interrupt.yaml", algorithm=LONG_EVOPRESS)
     common = ["--storage", postgres_url, "--ray-address", ray_head.address, "--study", "interrupted"]
-    proc = subprocess.Popen([_pressroom(), "search", str(spec), *common], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    # Ctrl-C in a terminal: a test session started in the background (`cmd &` in a script) hands
+    # its children SIGINT ignored, and Python then installs no KeyboardInterrupt handler
+    command = [sys.executable, "-c", _WITH_SIGINT, _pressroom(), "search", str(spec), *common]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _poll_until(postgres_url, proc, lambda engine: _count(engine, "interrupted") >= 10)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
@@ -236,6 +238,12 @@ def test_ctrl_c_marks_in_flight_trials_and_a_rerun_finishes(write_spec, postgres
     rerun = run_cli("search", str(spec), *common)
     assert rerun.returncode == 0, rerun.stderr
     assert json.loads(study.user_attrs[CHECKPOINT])["algorithm"] == "evopress"
+
+
+#: Runs argv[1:] with SIGINT at its default, which an exec keeps (a caught signal it would not).
+_WITH_SIGINT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+)
 
 
 def _pressroom() -> str:

@@ -367,7 +367,7 @@ def test_apply_writes_a_model_that_transformers_loads_back(make_evaluator, cache
             r"the profile was made for model '\w+', but 'pressroom:tiny-gpt2'",
         ),
         (
-            {"compression": {"scheme": "bitwidth", "target": 4.0, "compressor": "rtn"}},
+            {"compression": {"scheme": "bitwidth", "target": 4.0, "compressor": "rtn", "levels": {"group_size": 16}}},
             "the profile uses scheme 'sparsity' with target 0.5, but the spec compresses with 'bitwidth' to target 4.0",
         ),
         ({"compression": {**SPARSITY, "target": 0.6}}, "with target 0.5, but the spec compresses with 'sparsity' to"),
