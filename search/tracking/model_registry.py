@@ -131,11 +131,9 @@ def version_description(best: Best, model: str, run_id: str, commands: list[list
         >>> from spaces import Profile
         >>> profile = Profile({"fc1": 1}, scheme={"name": "sparsity", "target": 0.5}, model="m")
         >>> best = Best(profile, 0.0123, "s", 7, "search", "evopress", {"fitness": 0.02, "perplexity": 31.5})
-        >>> print(version_description(best, "tiny-llama", "abc", [["pressroom", "register", "s", "--name", "x"]]))
-        tiny-llama compressed to sparsity 0.5 by evopress: fitness 0.0123 (study s, trial 7, the search's answer).
-        Held-out: fitness 0.02, perplexity 31.5.
-        Logged in the search's MLflow run abc.
-        Reproduce (SPEC: the spec the run's parameters record): pressroom register s --name x
+        >>> text = version_description(best, "tiny-llama", "abc", [["pressroom", "register", "s", "--name", "x"]])
+        >>> text.splitlines()[1:3]
+        ['Held-out: fitness 0.02, perplexity 31.5.', "Logged in the search's MLflow run abc."]
     """
     target = f"{best.profile.scheme.get('name')} {best.profile.scheme.get('target')}"
     origin = "the search's answer" if best.source == "search" else "the best completed trial so far"
