@@ -3,10 +3,11 @@ and the inference runtime the workers time profiles with (`workers.runtime`, no 
 
 `EvaluatorRunner` executes task payloads in-process (what unit tests use); `EvaluatorActor` is
 the thin Ray actor around it; `WorkerPool` sends keyed tasks to any actors and reports how each
-ended, routing work to the actor that holds the nearest profile.
+ended, routing work to the actor that holds the nearest profile; `LocalPool` runs one runner in
+the caller's process behind the same surface (no Ray: one GPU, or a laptop).
 
 Names are imported on first use, so `import workers` (or `workers.runtime`) does not import Ray;
-only the actor, the pool and `build_executor` (the compression database's layers compressed on
+only the actor, the Ray pool and `build_executor` (the compression database's layers compressed on
 Ray workers, for `pressroom build-db --workers N`) do.
 
 Example:
@@ -33,9 +34,10 @@ if TYPE_CHECKING:
         wait_ready,
     )
     from .dbbuild import build_executor
+    from .local import LocalPool, local_device
+    from .outcome import Outcome
     from .pool import WorkerPool
     from .runner import EvaluatorRunner, switch_distance, task_payload
-    from .tasks import Outcome
 
 _WHERE = {
     "EvaluatorActor": "actor",
@@ -48,7 +50,9 @@ _WHERE = {
     "threads_for": "actor",
     "wait_ready": "actor",
     "build_executor": "dbbuild",
-    "Outcome": "tasks",
+    "Outcome": "outcome",
+    "LocalPool": "local",
+    "local_device": "local",
     "WorkerPool": "pool",
     "EvaluatorRunner": "runner",
     "switch_distance": "runner",
@@ -58,6 +62,7 @@ _WHERE = {
 __all__ = [
     "EvaluatorActor",
     "EvaluatorRunner",
+    "LocalPool",
     "Outcome",
     "ResourceError",
     "WorkerPool",
@@ -65,6 +70,7 @@ __all__ = [
     "build_executor",
     "check_fits",
     "gpus_per_actor",
+    "local_device",
     "make_actors",
     "resolve_device",
     "switch_distance",

@@ -23,12 +23,9 @@ from ray.actor import ActorHandle
 from evaluators import EvaluatorSpec
 from evaluators.startup import start_line
 
-from .runner import EvaluatorRunner
+from .runner import DEVICES, DeviceChoice, EvaluatorRunner
 
 logger = logging.getLogger(__name__)
-
-DeviceChoice = Literal["auto", "cpu", "cuda"]
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
 
 def gpus_per_actor(num_gpus: float | Literal["auto"], cluster: Mapping[str, float]) -> float:

@@ -29,8 +29,9 @@ import ray
 from ray.actor import ActorHandle
 from ray.exceptions import RayActorError
 
+from .outcome import Outcome
 from .routing import Distance, dispatch
-from .tasks import Flight, Outcome, PoolWorker, Task, describe_error, elapsed, fetch_info, kill_actor, soonest
+from .tasks import Flight, PoolWorker, Task, describe_error, elapsed, fetch_info, kill_actor, soonest
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ import os
 import socket
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +39,9 @@ from .runtime import latency_job
 
 logger = logging.getLogger(__name__)
 
+#: Where a worker runs: "auto" (CUDA where there is a GPU for it, else CPU), "cpu" or "cuda".
+DeviceChoice = Literal["auto", "cpu", "cuda"]
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 PAYLOAD_KEYS = frozenset({"job", "levels", "fidelity", "params"})
 #: How much of a Ray node id (56 hex digits) a worker label shows: enough to tell nodes apart.
 NODE_LABEL_CHARS = 8

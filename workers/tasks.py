@@ -1,5 +1,5 @@
-"""What the `WorkerPool` tracks: how a task ended (`Outcome`), its records of tasks, flights and
-actors, and how an error or a lost actor reads in one line.
+"""What the `WorkerPool` tracks: its records of tasks, flights and actors, and how an error or a
+lost actor reads in one line (how a task ended is `workers.outcome.Outcome`).
 """
 
 from __future__ import annotations
@@ -14,37 +14,9 @@ import ray
 from ray.actor import ActorHandle
 from ray.exceptions import RayTaskError
 
+from .outcome import error_line
+
 logger = logging.getLogger(__name__)
-
-#: The longest error text an `Outcome` carries.
-MAX_ERROR_CHARS = 400
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How one task ended.
-
-    Attributes:
-        key: the key it was submitted under.
-        value: what the remote method returned (None when it failed).
-        error: why it failed after its last attempt, or None.
-        worker: the pool's name for the actor of the last attempt ("w0", "w1", ...; replacements
-            get new names).
-        attempts: how many times it was started (1 when the first attempt succeeded).
-        seconds: wall time of the last attempt as the pool saw it, from the moment the actor
-            could start it to the moment its result was seen.
-    """
-
-    key: Hashable
-    value: Any
-    error: str | None
-    worker: str
-    attempts: int
-    seconds: float
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
 
 @dataclass(eq=False)
@@ -145,14 +117,11 @@ def elapsed(flight: Flight, now: float) -> float:
 def describe_error(exc: BaseException) -> str:
     """One line naming the error: the remote exception's own type and message when Ray wraps it.
 
-    Ray's messages run to many lines of advice; the last line says what happened, and a cap keeps
-    the line fit for a log or a trial attribute. The pool logs the whole message at DEBUG level.
+    Ray's messages run to many lines of advice; the last line says what happened (`error_line`).
+    The pool logs the whole message at DEBUG level.
     """
     logger.debug("full error: %s", exc)
-    cause = exc.cause if isinstance(exc, RayTaskError) and exc.cause is not None else exc
-    lines = str(cause).strip().splitlines()
-    text = f"{type(cause).__name__}: {lines[-1] if lines else ''}".rstrip(": ")
-    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+    return error_line(exc.cause if isinstance(exc, RayTaskError) and exc.cause is not None else exc)
 
 
 def kill_actor(handle: ActorHandle[Any]) -> None:

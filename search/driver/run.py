@@ -91,7 +91,8 @@ def start_ray(address: str | None) -> bool:
 
 
 class Workers:
-    """Ray and a pool of evaluator actors for one model, reusable by several searches.
+    """A pool of evaluators for one model, reusable by several searches: Ray actors, or with
+    ``workers.backend: local`` one evaluator in this process (Ray is then never imported).
 
     Args:
         spec: the spec whose model, compression, data and workers to use.
@@ -101,6 +102,11 @@ class Workers:
     """
 
     def __init__(self, spec: Spec) -> None:
+        self._started_ray = False
+        self.pool: Any = None
+        if spec.workers.backend == "local":
+            self._start_local(spec)
+            return
         import ray
 
         from workers import ResourceError, WorkerPool, actor_options, check_fits, make_actors, wait_ready
@@ -108,7 +114,6 @@ class Workers:
         timer = StartTimer(logger)
         with timer.step("started Ray"):
             self._started_ray = start_ray(spec.workers.ray_address)
-        self.pool: Any = None
         w = spec.workers
 
         def start(count: int) -> list[Any]:
@@ -152,13 +157,27 @@ class Workers:
             self.close()
             raise
 
-    def close(self) -> None:
-        import ray
+    def _start_local(self, spec: Spec) -> None:
+        from workers import EvaluatorRunner, LocalPool, local_device
 
+        try:
+            device = local_device(spec.workers.device)
+            with StartTimer(logger).step(f"started the local worker on {device}"):
+                pool = LocalPool(
+                    EvaluatorRunner(spec.evaluator_spec(), device=device, torch_threads=spec.workers.torch_threads)
+                )
+        except ValueError as exc:
+            raise SearchError(f"the local worker could not start: {exc}") from None
+        self.space = space_from_info(spec, [pool.workers_info()[0]["info"]])
+        self.pool = pool
+
+    def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown()
             self.pool = None
         if self._started_ray:
+            import ray
+
             ray.shutdown()
             self._started_ray = False
 

@@ -126,8 +126,14 @@ def algorithm_problems(algorithm: AlgorithmSpec) -> list[tuple[str, str]]:
 
 
 class WorkersSpec(_Strict):
-    """The Ray workers that evaluate candidates."""
+    """The workers that evaluate candidates: Ray actors, or one evaluator in the driver's process."""
 
+    # "ray": `count` Ray actors (a local Ray is started when no `ray_address` is given);
+    # "local": one evaluator in the driver's own process on `device`, without Ray (one GPU, a
+    # laptop); `count`, the Ray resources and `timeout_s` then do not apply
+    backend: Literal["ray", "local"] = "ray"
+    # the local worker's device: "auto" is CUDA where torch sees a GPU, else CPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     count: int = Field(2, ge=1, le=4096)
     cpus_per_worker: float = Field(1.0, gt=0, le=1024)
     gpus_per_worker: float | Literal["auto"] = "auto"

@@ -1,0 +1,47 @@
+"""`workers.backend: local`: a search and a comparison in the driver's own process, without Ray."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import yaml
+
+from tests.search.conftest import tiny_search
+
+# Runs in a fresh interpreter, so that no other test's import of Ray or MLflow counts.
+PROGRAM = """
+import json, sys
+from search.driver.compare import compare, summarize
+from search.spec.config import load_spec_text
+spec = load_spec_text(open(sys.argv[1]).read())
+runs = compare(spec, ["evopress", "uniform"], budget_tokens=8192, seeds=1)
+print(json.dumps({"rows": summarize(runs), "ray": "ray" in sys.modules, "mlflow": "mlflow" in sys.modules}))
+"""
+
+
+def test_compare_runs_in_process_without_ray_or_mlflow(tmp_path):
+    workers = {"backend": "local", "device": "cpu", "torch_threads": 1}
+    spec = tiny_search(tmp_path / "cache", workers=workers, storage=f"sqlite:///{tmp_path / 'store.db'}")
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    done = subprocess.run(
+        [sys.executable, "-c", PROGRAM, str(path)], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["ray"] is False and result["mlflow"] is False
+    rows = {row["method"]: row for row in result["rows"]}
+    assert list(rows) == ["evopress", "uniform"]
+    for row in rows.values():  # the same kind of row as the Ray path gives
+        assert row["seeds"] == 1 and row["heldout_mean"] > 0 and row["perplexity_mean"] > 1
+    assert 0 < rows["evopress"]["tokens"] <= 8192 + 512
+
+
+def test_a_bad_backend_is_one_error_at_validate(write_spec, run_cli):
+    path = write_spec(workers={"backend": "slurm"})
+    done = run_cli("validate", str(path))
+    assert done.returncode != 0
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if "backend" in line]
+    assert len(lines) == 1 and "slurm" in lines[0] and "'ray'" in lines[0] and "'local'" in lines[0], lines
