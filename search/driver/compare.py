@@ -13,11 +13,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,8 +177,14 @@ def compare(
     seeds: int,
     points: int = 6,
     console: Console | None = None,
+    workers: Workers | None = None,
+    on_run: Callable[[Run], None] | None = None,
 ) -> list[Run]:
     """Run every method `seeds` times on one pool at `budget_tokens` forwarded tokens each.
+
+    Args:
+        workers: workers to reuse (their model must be the spec's); None starts and stops its own.
+        on_run: called with each run as soon as it ends (e.g. to write it down before the next).
 
     Raises:
         SearchError: a method's search could not run (with the reason).
@@ -187,10 +194,10 @@ def compare(
         raise SearchError(f"--budget-tokens {budget_tokens} is below one final evaluation ({evo.stages[-1][1]} tokens)")
     runs: list[Run] = []
     base = spec.model_copy(update={"mlflow": spec.mlflow.model_copy(update={"enabled": False})})
-    with Workers(spec) as workers:
+    with contextlib.nullcontext(workers) if workers is not None else Workers(spec) as pool:
         for method in methods:
             for k in range(seeds):
-                if method == "uniform" and workers.space.uniform() is None:
+                if method == "uniform" and pool.space.uniform() is None:
                     logger.warning("skipping uniform: this space has no uniform profile")
                     break
                 study = f"{spec.study_name}-{method}-s{k}"
@@ -204,10 +211,10 @@ def compare(
                 run_spec = base.model_copy(update={"algorithm": algorithm, "study": study, "seed": spec.seed + k})
                 trajectory = Trajectory()
                 start = time.monotonic()
-                outcome = run_search(run_spec, console=console, listeners=[trajectory], workers=workers)
+                outcome = run_search(run_spec, console=console, listeners=[trajectory], workers=pool)
                 seconds = time.monotonic() - start
                 sampled = trajectory.sampled(points)
-                values = heldout_values(workers, [levels for _, levels in sampled], spec.data.heldout_tokens)
+                values = heldout_values(pool, [levels for _, levels in sampled], spec.data.heldout_tokens)
                 runs.append(
                     Run(
                         method, k, study, outcome.heldout["best"]["fitness"], outcome.heldout["best"]["perplexity"],
@@ -216,6 +223,8 @@ def compare(
                         [(tokens, values[levels]) for tokens, levels in sampled],
                     )
                 )  # fmt: skip
+                if on_run is not None:
+                    on_run(runs[-1])
     return runs
 
 
