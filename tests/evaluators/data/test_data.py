@@ -220,3 +220,14 @@ def test_asking_for_more_than_the_pool_names_the_key_to_raise(cache_dir, split, 
         ValueError, match=rf"asks for {pool + 1:,} {split} tokens, .* holds {pool:,}; raise data\.{key}$"
     ):
         data.batch(Fidelity(pool + 1, (0,), split))
+
+
+def test_a_split_saved_as_one_document_cuts_the_same_blocks(tmp_path, cache_dir):
+    # What benchmarks/quality_smollm2.py --write-data / --data-dir rely on to move data between machines.
+    data = _data(cache_dir=cache_dir)
+    paths = [tmp_path / "calibration.npy", tmp_path / "heldout.npy"]
+    for path, blocks in zip(paths, (data.calibration, data.heldout), strict=True):
+        np.save(path, blocks.reshape(-1))
+    again = _data(seed=5, cache_dir=cache_dir, source=str(paths[0]), heldout_source=str(paths[1]))
+    assert np.array_equal(again.calibration, data.calibration) and np.array_equal(again.heldout, data.heldout)
+    assert again.fingerprint == data.fingerprint
