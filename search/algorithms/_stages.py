@@ -5,14 +5,18 @@ A round (EvoPress calls it a generation) takes a set of entrants through a sched
 on ``tokens_0`` tokens of a fresh minibatch ``(generation, 0)``, the best ``survivors_0`` go on to
 stage 1 on a fresh minibatch ``(generation, 1)``, and so on. The incumbent (EvoPress's parent)
 joins only the last stage, which keeps exactly one: the next incumbent.
+
+With a skip margin (EvoPress's `skip_margin`), the incumbent also runs in stage 0, on the same
+minibatch as the entrants; when it beats every entrant there by at least that margin, the round
+ends at stage 0 and keeps it: the stage that already drops most entrants on that minibatch is
+trusted to drop the rest too, and the later, larger stages are not forwarded.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,13 +27,12 @@ from spaces import Fidelity, Profile
 
 from ._constrained import ConstrainedSearch
 from ._queue import json_float, read_float
-from ._validate import MAX_COUNT, MAX_TOKENS, require
+from ._validate import Stages, require
 from .base import Candidate, Result
 
 logger = logging.getLogger(__name__)
 
 LevelArray = npt.NDArray[np.int64]
-Stages = tuple[tuple[int, int], ...]
 
 
 @dataclass(frozen=True)
@@ -67,64 +70,21 @@ def schedule(owner: str, name: str) -> Schedule:
     return SCHEDULES[name]
 
 
-def check_stages(owner: str, value: object) -> Stages:
-    """Validate a stage schedule and return it as a tuple of ``(survivors, tokens)`` pairs.
-
-    Lists (from JSON or YAML) are accepted. Survivors may not grow from stage to stage, and the
-    last stage keeps exactly one: the round's winner.
-
-    Raises:
-        ValueError: naming the config, the bad schedule and what is allowed.
-    """
-    allowed = (
-        f"a non-empty list of [survivors, tokens] pairs of positive integers (survivors <= {MAX_COUNT:,}, "
-        f"tokens <= {MAX_TOKENS:,})"
-    )
-    require(
-        isinstance(value, Sequence) and not isinstance(value, str) and len(value) > 0, owner, "stages", value, allowed
-    )
-    pairs = []
-    for pair in value:  # type: ignore[attr-defined]
-        ok = isinstance(pair, Sequence) and len(pair) == 2
-        ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair)
-        ok = ok and pair[0] <= MAX_COUNT and pair[1] <= MAX_TOKENS
-        require(ok, owner, "stages", value, allowed)
-        pairs.append((int(pair[0]), int(pair[1])))
-    survivors = [s for s, _ in pairs]
-    require(
-        all(a >= b for a, b in itertools.pairwise(survivors)),
-        owner,
-        "stages",
-        value,
-        "survivors that never grow from one stage to the next",
-    )
-    require(survivors[-1] == 1, owner, "stages", value, "a last stage that keeps 1 (the winner)")
-    return tuple(pairs)
-
-
-def check_entrants(owner: str, stages: Stages, field: str, entrants: int) -> None:
-    """Require that the first stage keeps no more than the round's entrants (`field` of the config).
-
-    Raises:
-        ValueError: naming the stage, how many it keeps, and the entrants.
-    """
-    kept = stages[0][0]
-    message = f"stage 1 keeps {kept} survivors of only {field} = {entrants}; keep at most {entrants} there"
-    require(kept <= entrants, owner, "stages", stages, f"{message}, or raise {field}")
-
-
-def stage_sizes(population: int, stages: Stages, elite: bool) -> list[int]:
-    """How many candidates each stage evaluates."""
+def stage_sizes(population: int, stages: Stages, elite: bool, early: bool = False) -> list[int]:
+    """How many candidates each stage evaluates at most; `early`: the elite also runs in stage 0."""
     sizes = [population]
     for survivors, _ in stages[:-1]:
         sizes.append(min(survivors, sizes[-1]))
     sizes[-1] += int(elite)
+    if len(sizes) > 1:
+        sizes[0] += int(elite and early)
     return sizes
 
 
-def round_tokens(population: int, stages: Stages, elite: bool) -> int:
-    """Tokens one round forwards (without retries)."""
-    return sum(size * tokens for size, (_, tokens) in zip(stage_sizes(population, stages, elite), stages, strict=True))
+def round_tokens(population: int, stages: Stages, elite: bool, early: bool = False) -> int:
+    """Tokens one round forwards at most (without retries)."""
+    sizes = stage_sizes(population, stages, elite, early)
+    return sum(size * tokens for size, (_, tokens) in zip(sizes, stages, strict=True))
 
 
 def matched_budget(preset: Schedule) -> int:
@@ -140,16 +100,18 @@ def matched_budget(preset: Schedule) -> int:
 
 @dataclass(frozen=True)
 class RoundPlan:
-    """What the next round will be: its number, stages, entrants and whether the incumbent joins."""
+    """What the next round will be: its number, stages, entrants, whether the incumbent joins,
+    and the skip margin (None: the incumbent joins the last stage only)."""
 
     generation: int
     stages: Stages
     size: int
     elite: bool
+    margin: float | None = None
 
     @property
     def tokens(self) -> int:
-        return round_tokens(self.size, self.stages, self.elite)
+        return round_tokens(self.size, self.stages, self.elite, self.margin is not None)
 
 
 class SelectionRound:
@@ -160,6 +122,8 @@ class SelectionRound:
         stages: the round's schedule.
         entrants: member id -> levels, in the order they were made.
         elite: the incumbent's member id and levels, when it joins the last stage.
+        margin: the skip margin: the incumbent also runs in stage 0, and the round ends there
+            when it beats every entrant by at least ``margin * |its value|``; None: it does not.
     """
 
     def __init__(
@@ -168,9 +132,11 @@ class SelectionRound:
         stages: Stages,
         entrants: Mapping[int, list[int]],
         elite: tuple[int, list[int]] | None,
+        margin: float | None = None,
     ) -> None:
         self.generation = generation
         self.stages = stages
+        self.margin = margin
         self.alive: dict[int, list[int]] = dict(entrants)
         self.entrants = len(self.alive)
         self.elite = elite
@@ -182,11 +148,19 @@ class SelectionRound:
         return self.stage == len(self.stages) - 1
 
     def members(self) -> list[tuple[int, list[int]]]:
-        """Who this stage evaluates: the survivors, then the incumbent at the last stage."""
+        """Who this stage evaluates: the survivors, then the incumbent at the last stage (and at
+        stage 0 with a skip margin)."""
         out = list(self.alive.items())
-        if self.last and self.elite is not None:
+        if self.elite is not None and (self.last or (self.stage == 0 and self.margin is not None)):
             out.append(self.elite)
         return out
+
+    def decided(self) -> bool:
+        """Whether the incumbent beat every surviving entrant in stage 0 by the skip margin."""
+        if self.margin is None or self.elite is None or self.stage != 0 or self.last:
+            return False
+        parent = self.scores[self.elite[0]]
+        return all(self.scores[m] - parent >= self.margin * abs(parent) for m in self.alive)
 
     def fidelity(self) -> Fidelity:
         return Fidelity(self.stages[self.stage][1], batch=(self.generation, self.stage))
@@ -202,7 +176,7 @@ class SelectionRound:
 
     def advance(self) -> list[int]:
         """Keep this stage's best and move to the next stage; returns the members dropped."""
-        keep = set(self.ranking()[: self.stages[self.stage][0]])
+        keep = set([m for m in self.ranking() if m in self.alive][: self.stages[self.stage][0]])
         dropped = [m for m in self.alive if m not in keep]
         self.alive = {m: levels for m, levels in self.alive.items() if m in keep}
         self.stage += 1
@@ -216,6 +190,7 @@ class SelectionRound:
             "entrants": self.entrants,
             "alive": [[m, levels] for m, levels in self.alive.items()],
             "elite": None if self.elite is None else [self.elite[0], self.elite[1]],
+            "margin": self.margin,
             "stage": self.stage,
             "scores": [[m, json_float(v)] for m, v in self.scores.items()],
         }
@@ -228,6 +203,7 @@ class SelectionRound:
             tuple((int(s), int(t)) for s, t in data["stages"]),
             {int(m): [int(v) for v in levels] for m, levels in data["alive"]},
             None if elite is None else (int(elite[0]), [int(v) for v in elite[1]]),
+            data.get("margin"),  # checkpoints from before skip margins have none
         )
         out.entrants = int(data["entrants"])
         out.stage = int(data["stage"])
@@ -305,7 +281,7 @@ class StagedSearch(ConstrainedSearch):
         members = {self._new_member(): levels.tolist() for levels in entrants}
         # The incumbent gets a new member id every round: one trial per evaluation series.
         elite = (self._new_member(), list(self._incumbent)) if plan.elite and self._incumbent is not None else None
-        self._round = SelectionRound(plan.generation, plan.stages, members, elite)
+        self._round = SelectionRound(plan.generation, plan.stages, members, elite, plan.margin)
         self._enqueue_stage(self._round)
 
     def _enqueue_stage(self, selection: SelectionRound) -> None:
@@ -332,37 +308,47 @@ class StagedSearch(ConstrainedSearch):
         selection.scores[candidate.member] = fitness
         if not selection.complete:
             return
+        if selection.decided():
+            assert selection.elite is not None
+            self._pruned.extend([*selection.alive, selection.elite[0]])
+            rescored = selection.scores[selection.elite[0]]
+            kept = rescored if self._incumbent_fitness is None else self._incumbent_fitness
+            self._record(selection, kept, rescored, replaced=False, decided=True)
+            return
         if not selection.last:
             self._pruned.extend(selection.advance())
             self._enqueue_stage(selection)
             return
         winner = selection.ranking()[0]
-        is_elite = selection.elite is not None and winner == selection.elite[0]
-        levels = dict(selection.members())[winner]
-        fitness = selection.scores[winner]
+        self._incumbent = list(dict(selection.members())[winner])
         parent = None if selection.elite is None else selection.scores[selection.elite[0]]
-        self._incumbent, self._incumbent_fitness = list(levels), fitness
+        is_elite = selection.elite is not None and winner == selection.elite[0]
+        self._record(selection, selection.scores[winner], parent, replaced=not is_elite, decided=False)
+
+    def _record(
+        self, selection: SelectionRound, fitness: float, parent: float | None, *, replaced: bool, decided: bool
+    ) -> None:
+        """End the round: the incumbent's value is `fitness`; write the history record and log it.
+        `decided`: the round ended at stage 0 by the skip margin (`fitness` is then the kept
+        incumbent's earlier last-stage value, or its stage-0 value when it has none yet)."""
+        self._incumbent_fitness = fitness
         self._best_fitness = fitness if self._best_fitness is None else min(self._best_fitness, fitness)
-        self.history.append(
-            {
-                "generation": selection.generation,
-                "parent_fitness": None if parent is None else json_float(parent),
-                "fitness": json_float(fitness),
-                "best_fitness": json_float(self._best_fitness),
-                "replaced": not is_elite,
-                "entrants": selection.entrants,
-                "tokens_asked": self.tokens_asked,
-            }
-        )
+        record = {
+            "generation": selection.generation,
+            "parent_fitness": None if parent is None else json_float(parent),
+            "fitness": json_float(fitness),
+            "best_fitness": json_float(self._best_fitness),
+            "replaced": replaced,
+            "entrants": selection.entrants,
+            "tokens_asked": self.tokens_asked,
+        }
+        self.history.append({**record, "decided_at_stage_0": True} if decided else record)
         logger.info(
-            "%s: generation %d: incumbent %.6g on this generation's data (parent re-scored %s); "
+            "%s: generation %d: incumbent %.6g on this generation's data (parent re-scored %s)%s; "
             "lowest seen %.6g (any generation)",
-            self.name,
-            selection.generation,
-            fitness,
-            "-" if parent is None else f"{parent:.6g}",
-            self._best_fitness,
-        )
+            self.name, selection.generation, fitness, "-" if parent is None else f"{parent:.6g}",
+            ", kept at stage 0 by the skip margin" if decided else "", self._best_fitness,
+        )  # fmt: skip
         self._round = None
 
     # --- state ---------------------------------------------------------------------------------

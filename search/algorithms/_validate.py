@@ -7,10 +7,14 @@ booleans or strings on the way.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import fields
 from typing import Any
+
+#: A stage schedule: ``(survivors, tokens)`` per stage (see `search.algorithms._stages`).
+Stages = tuple[tuple[int, int], ...]
 
 #: The most of anything an algorithm counts (generations, offspring, samples, steps, switches,
 #: retries): far beyond any real search, low enough that a few stray zeros are caught up front.
@@ -92,3 +96,49 @@ def check_overrides(config_class: type[Any], overrides: Mapping[str, Any]) -> No
     names = {f.name for f in fields(config_class)}
     unknown = sorted(set(overrides) - names)
     require(not unknown, config_class.__name__, "preset overrides", unknown, f"fields {sorted(names)}")
+
+
+def check_stages(owner: str, value: object) -> Stages:
+    """Validate a stage schedule and return it as a tuple of ``(survivors, tokens)`` pairs.
+
+    Lists (from JSON or YAML) are accepted. Survivors may not grow from stage to stage, and the
+    last stage keeps exactly one: the round's winner.
+
+    Raises:
+        ValueError: naming the config, the bad schedule and what is allowed.
+    """
+    allowed = (
+        f"a non-empty list of [survivors, tokens] pairs of positive integers (survivors <= {MAX_COUNT:,}, "
+        f"tokens <= {MAX_TOKENS:,})"
+    )
+    require(
+        isinstance(value, Sequence) and not isinstance(value, str) and len(value) > 0, owner, "stages", value, allowed
+    )
+    pairs = []
+    for pair in value:  # type: ignore[attr-defined]
+        ok = isinstance(pair, Sequence) and len(pair) == 2
+        ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair)
+        ok = ok and pair[0] <= MAX_COUNT and pair[1] <= MAX_TOKENS
+        require(ok, owner, "stages", value, allowed)
+        pairs.append((int(pair[0]), int(pair[1])))
+    survivors = [s for s, _ in pairs]
+    require(
+        all(a >= b for a, b in itertools.pairwise(survivors)),
+        owner,
+        "stages",
+        value,
+        "survivors that never grow from one stage to the next",
+    )
+    require(survivors[-1] == 1, owner, "stages", value, "a last stage that keeps 1 (the winner)")
+    return tuple(pairs)
+
+
+def check_entrants(owner: str, stages: Stages, field: str, entrants: int) -> None:
+    """Require that the first stage keeps no more than the round's entrants (`field` of the config).
+
+    Raises:
+        ValueError: naming the stage, how many it keeps, and the entrants.
+    """
+    kept = stages[0][0]
+    message = f"stage 1 keeps {kept} survivors of only {field} = {entrants}; keep at most {entrants} there"
+    require(kept <= entrants, owner, "stages", stages, f"{message}, or raise {field}")

@@ -22,9 +22,18 @@ import numpy as np
 from spaces import Fidelity, Job, OwlParams, Profile, Space
 
 from ._queue import FIXED_BATCH, json_float, read_float
-from ._stages import LevelArray, RoundPlan, StagedSearch, Stages, check_entrants, check_stages, schedule
+from ._stages import LevelArray, RoundPlan, StagedSearch, schedule
 from ._start import check_start, start_levels, start_problem
-from ._validate import MAX_TOKENS, check_overrides, int_at_least, optional_int_at_least
+from ._validate import (
+    MAX_TOKENS,
+    Stages,
+    check_entrants,
+    check_overrides,
+    check_stages,
+    int_at_least,
+    non_negative_float,
+    optional_int_at_least,
+)
 from .base import Candidate, Result
 from .baselines import STATISTICS_TOKENS, OWLConfig, additive_dp_profile, owl_profile
 from .constraint import allowed, sample_within
@@ -59,6 +68,10 @@ class EvoPressConfig:
             `STATISTICS_TOKENS` calibration tokens count as asked); a mapping unit name -> level:
             that profile, which must meet the budget (and the constraint, if any). A profile file
             path is read by the driver (`search.driver.warm.start_file_read`) into such a mapping.
+        skip_margin: None (the reference): the parent runs in the last stage only. A number m >= 0:
+            the parent also runs in the first stage, and when its value there is lower than
+            every child's by at least ``m * |its value|``, the generation keeps it and skips the
+            later, larger stages (`search.algorithms._stages`); measured in docs/benchmarks.md.
 
     Example:
         >>> EvoPressConfig.preset("super-fast").stages
@@ -76,6 +89,7 @@ class EvoPressConfig:
     budget_tokens: int | None = None
     max_retries: int = 2
     start: str | dict[str, int] = "auto"
+    skip_margin: float | None = None
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
@@ -89,6 +103,8 @@ class EvoPressConfig:
         optional_int_at_least(owner, "budget_tokens", self.budget_tokens, 1, MAX_TOKENS)
         int_at_least(owner, "max_retries", self.max_retries, 0)
         object.__setattr__(self, "start", check_start(owner, self.start))
+        if self.skip_margin is not None:
+            object.__setattr__(self, "skip_margin", non_negative_float(owner, "skip_margin", self.skip_margin))
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> Self:
@@ -120,7 +136,8 @@ class EvoPress(StagedSearch):
     profile does not, the search starts from the best of `init_samples` random profiles that do.
 
     A warm start (`EvoPressConfig.start` other than ``auto``) is the first parent, and `start`
-    is it with its first last-stage value; an OWL or DP start that violates the constraint is
+    is it with its first value in a generation (the last stage's; with a skip margin, the first
+    stage's, where it runs first); an OWL or DP start that violates the constraint is
     logged and replaced by the best of `init_samples` random profiles that meet it.
 
     Args:
@@ -161,7 +178,7 @@ class EvoPress(StagedSearch):
                 f"(movable units per group: {[len(g) for g in movable]})"
             )
         self._generation = 0  # the last generation started
-        # the warm start's levels and first last-stage value; the statistics job still to ask
+        # the warm start's levels and first value (see `start`); the statistics job still to ask
         # ("ask"), asked ("asked"), or none (None)
         self._start: list[int] | None = None
         self._start_fitness: float | None = None
@@ -265,9 +282,10 @@ class EvoPress(StagedSearch):
                 {"phase": "start", "start": self.config.start, **facts, "tokens_asked": self.tokens_asked}
             )
             return
-        if candidate.final and self._start_fitness is None and self._start is not None:
+        scored = candidate.final or self.config.skip_margin is not None  # the parent runs in stage 0 too
+        if scored and candidate.generation >= 1 and self._start_fitness is None and self._start is not None:
             assert candidate.profile is not None, "an evaluation has a profile"
-            if list(candidate.profile.values_for(self.space.names)) == self._start:  # its first last-stage value
+            if list(candidate.profile.values_for(self.space.names)) == self._start:  # its first value
                 self._start_fitness = fitness
         super()._resolve(candidate, result, fitness)
 
@@ -278,7 +296,8 @@ class EvoPress(StagedSearch):
             return RoundPlan(0, ((1, self.config.init_tokens),), self.config.init_samples, elite=False)
         if self._generation >= self.generations:
             return None
-        return RoundPlan(self._generation + 1, self.config.stages, self.config.offspring, elite=True)
+        config = self.config
+        return RoundPlan(self._generation + 1, config.stages, config.offspring, elite=True, margin=config.skip_margin)
 
     def _entrants(self, plan: RoundPlan) -> list[LevelArray]:
         self._generation = plan.generation

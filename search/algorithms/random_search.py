@@ -23,14 +23,11 @@ from ._stages import (
     RoundPlan,
     Schedule,
     StagedSearch,
-    Stages,
-    check_entrants,
-    check_stages,
     matched_budget,
     round_tokens,
     schedule,
 )
-from ._validate import MAX_TOKENS, check_overrides, int_at_least, require
+from ._validate import MAX_TOKENS, Stages, check_entrants, check_overrides, check_stages, int_at_least, require
 from .base import Candidate, Result
 from .constraint import sample_within
 

@@ -100,23 +100,23 @@ def method_params(method: str, evo: EvoPressConfig, budget: int) -> dict[str, An
 
 @dataclass
 class Trajectory:
-    """A coordinator listener keeping the incumbent each time it changes, with the tokens spent."""
+    """A coordinator listener keeping each new incumbent with the tokens asked when it appeared
+    (the search's answer from then on), and the tokens asked by the last result (`end`)."""
 
     points: list[tuple[int, tuple[int, ...]]] = field(default_factory=list)
+    end: int = 0
 
     def _note(self, algorithm: Algorithm) -> None:
+        self.end = algorithm.tokens_asked
         best = algorithm.best
         if best is None:
             return
         levels = tuple(int(v) for v in algorithm.space.to_array(best[0]))
         if not self.points or self.points[-1][1] != levels:
             self.points.append((algorithm.tokens_asked, levels))
-        else:
-            self.points[-1] = (algorithm.tokens_asked, levels)
 
     def on_result(self, candidate: Candidate, result: Result, algorithm: Algorithm) -> None:
-        if candidate.final:  # the incumbent can only change when a final value arrives
-            self._note(algorithm)
+        self._note(algorithm)  # a skip margin can settle a generation on a first-stage value
 
     def on_barrier(self, algorithm: Algorithm) -> None:
         self._note(algorithm)
@@ -215,12 +215,13 @@ def compare(
                 seconds = time.monotonic() - start
                 sampled = trajectory.sampled(points)
                 values = heldout_values(pool, [levels for _, levels in sampled], spec.data.heldout_tokens)
+                curve = [(tokens, values[levels]) for tokens, levels in sampled]
+                if curve and trajectory.end > curve[-1][0]:  # the last incumbent holds to the end
+                    curve.append((trajectory.end, curve[-1][1]))
                 runs.append(
                     Run(
                         method, k, study, outcome.heldout["best"]["fitness"], outcome.heldout["best"]["perplexity"],
-                        seconds, outcome.evaluations,
-                        trajectory.points[-1][0] if trajectory.points else 0,
-                        [(tokens, values[levels]) for tokens, levels in sampled],
+                        seconds, outcome.evaluations, trajectory.end, curve,
                     )
                 )  # fmt: skip
                 if on_run is not None:

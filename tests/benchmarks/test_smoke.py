@@ -35,6 +35,7 @@ EXPECTED: dict[str, list[str]] = {
     "storage": [r'"create \(json attribute\)": "[\d.]+ ms"'],
     "quality_minilm": [r'"heldout_mean": \d'],
     "quality_causal": [r'"heldout_mean": \d', r'"perplexity_mean": \d'],
+    "tokens_curve": [r'"heldout_kl_mean": \d', r"\nevopress-dp seed 0: [\d.]+, (no worse|WORSE) than the DP's"],
     "quality_smollm2": [r'"heldout_mean": \d', r"\n\| evopress \| \d"],
     "gpu_check": [r"no CUDA, skipped|all CUDA checks passed"],  # CI has no GPU
     "db_open": [r"\nopen \(manifest, sizes\)\s+\d+\.\d+\n", r"\nfull hash \(verify-db; [^)]*\)\s+\d+\.\d+\n"],
@@ -51,6 +52,7 @@ SERVICES = {
     "coordinator": [pytest.mark.postgres, pytest.mark.ray],
     "quality_minilm": [pytest.mark.ray],
     "quality_causal": [pytest.mark.ray],
+    "tokens_curve": [pytest.mark.ray],
     "quality_smollm2": [pytest.mark.ray],
     "db_build": [pytest.mark.ray],
 }

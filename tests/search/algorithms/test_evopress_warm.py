@@ -143,14 +143,15 @@ def test_a_derived_start_over_the_constraint_falls_back_to_random_profiles(caplo
 # --- held out: never worse than the start (the done-when) ------------------------------
 
 
-def test_warm_evopress_is_never_worse_than_its_start_on_heldout_data(make_evaluator) -> None:
+@pytest.mark.parametrize("skip_margin", [None, 0.0])
+def test_warm_evopress_is_never_worse_than_its_start_on_heldout_data(make_evaluator, skip_margin) -> None:
     evaluator = make_evaluator(model=TINY_LLAMA, compression=SPACES["sparsity"])
     space = evaluator.space
     heldout = Fidelity(512, (0,), "heldout")
     config: EvoPressConfig = TINY["evopress"]  # type: ignore[assignment]
     for seed in range(2):
         start = a_feasible_profile(space, seed)
-        algo = EvoPress(space, replace(config, start=start), seed=seed)
+        algo = EvoPress(space, replace(config, start=start, skip_margin=skip_margin), seed=seed)
         run(algo, EvaluatorWorker(evaluator))  # type: ignore[arg-type]
         assert algo.best is not None and algo.start is not None
         report = {

@@ -8,11 +8,13 @@ import io
 import optuna
 import yaml
 
+from search.algorithms import EvoPress, EvoPressConfig
 from search.cli.common import show_table
-from search.driver.compare import COMPARE, Run, record, summarize
+from search.driver.compare import COMPARE, Run, Trajectory, record, summarize
 from search.results.comparison import BAND_LABEL, COLUMNS, comparison_table, comparison_text, curve_figure
 from search.spec.config import load_spec_text
 from tests.search.conftest import tiny_search
+from tests.search.harness import additive_problem, sparsity_space
 
 
 def _runs() -> list[Run]:
@@ -88,3 +90,22 @@ def test_a_bad_format_or_a_png_output_is_refused_before_anything_runs(run_cli, t
     assert bad.returncode == 2 and "error: --format 'html' is not known; allowed: table, csv, markdown" in bad.stderr
     png = run_cli("compare", str(tmp_path / "spec.yaml"), "-o", str(tmp_path / "cmp.png"))
     assert png.returncode == 2 and "would be overwritten by the figure" in png.stderr
+
+
+def test_a_trajectory_keeps_each_incumbent_at_the_tokens_it_appeared_and_the_end():
+    space = sparsity_space(12)
+    problem = additive_problem(space, 1)
+    algo = EvoPress(space, EvoPressConfig.preset("cpu-small", generations=6), seed=0)
+    trajectory, seen = Trajectory(), []
+    while not algo.finished:
+        batch = algo.ask(100)
+        for candidate in batch:
+            before = algo.best
+            algo.tell([problem.respond(candidate)])
+            trajectory.on_result(candidate, None, algo)  # type: ignore[arg-type]
+            if algo.best is not None and (before is None or before[0] != algo.best[0]):
+                seen.append((algo.tokens_asked, tuple(int(v) for v in space.to_array(algo.best[0]))))
+    trajectory.on_finish(algo)
+    assert trajectory.points == seen and len(seen) > 1
+    assert trajectory.end == algo.tokens_asked >= seen[-1][0] > seen[0][0]
+    assert trajectory.sampled(2)[-1] == seen[-1] and len(trajectory.sampled(100)) == len(seen)
