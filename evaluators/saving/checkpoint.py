@@ -43,17 +43,20 @@ FORMAT = "compressed-tensors"
 GRID_TOLERANCE = 1e-3
 
 
-def recover_grid(weight: torch.Tensor, bits: int, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def recover_grid(
+    weight: torch.Tensor, bits: int, group_size: int, symmetric: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The per-row, per-group grid a fake-quantised weight lies on: (scale, zero), each (out, groups).
 
     The weight holds ``scale * (q - zero)`` with integers ``q, zero`` in ``[0, 2^bits - 1]`` (RTN's
-    and GPTQ's grid, whose range always holds 0). GPTQ need not use a group's end points, so the
-    step is searched: the widest grid of at most ``2^bits`` points through min(w, 0) and max(w, 0)
-    on which every value lies is one that reproduces the weights exactly.
+    and GPTQ's grid, whose range always holds 0; symmetric: ``zero = 2^(bits-1)``). GPTQ need not
+    use a group's end points, so the step is searched: the widest grid of at most ``2^bits`` points
+    through min(w, 0) and max(w, 0) (symmetric: through the largest magnitude, with q - zero in
+    ``[-2^(bits-1), 2^(bits-1) - 1]``) on which every value lies reproduces the weights exactly.
 
     Raises:
         ValueError: a group whose values lie on no such grid (the weight was not quantised to
-            `bits` with this group size).
+            `bits` with this group size and symmetry).
     """
     maxq = 2**bits - 1
     tolerance = GRID_TOLERANCE + maxq * torch.finfo(weight.dtype).eps
@@ -67,22 +70,30 @@ def recover_grid(weight: torch.Tensor, bits: int, group_size: int) -> tuple[torc
     groups = -(-cols // size)
     w = weight.detach().to(torch.float64)
     padded = torch.nn.functional.pad(w, (0, groups * size - cols)).view(rows, groups, size)  # pads with 0: on grid
-    low = padded.amin(dim=-1).clamp(max=0)
-    span = padded.amax(dim=-1).clamp(min=0) - low  # (rows, groups)
+    half = 2 ** (bits - 1)
+    if symmetric:  # the step is the largest magnitude over a whole number of steps, at most 2^(bits-1)
+        low = torch.zeros_like(padded[..., 0])
+        span, candidates = padded.abs().amax(dim=-1), range(half, 0, -1)
+    else:
+        low = padded.amin(dim=-1).clamp(max=0)
+        span, candidates = padded.amax(dim=-1).clamp(min=0) - low, range(maxq, 0, -1)  # (rows, groups)
     steps = torch.zeros_like(span)  # 0 = not found yet
-    for k in range(maxq, 0, -1):
+    for k in candidates:
         todo = steps == 0
         if not todo.any():
             break
         scaled = (padded - low.unsqueeze(-1)) / (span / k).clamp(min=1e-300).unsqueeze(-1)
         fits = ((scaled - scaled.round()).abs() <= tolerance).all(dim=-1)
+        if symmetric:  # signed integers in [-2^(bits-1), 2^(bits-1) - 1]
+            fits &= (scaled.amax(dim=-1) <= half - 1 + tolerance) & (scaled.amin(dim=-1) >= -half - tolerance)
         steps[todo & fits] = k
     empty = span == 0
     if not bool((empty | (steps > 0)).all()):
         bad = int((~empty & (steps == 0)).nonzero()[0, 0])
-        raise ValueError(f"row {bad} of the weight lies on no {bits}-bit grid of group size {group_size}")
+        kind = "symmetric " if symmetric else ""
+        raise ValueError(f"row {bad} of the weight lies on no {kind}{bits}-bit grid of group size {group_size}")
     scale = torch.where(empty, torch.ones_like(span), span / steps.clamp(min=1))
-    zero = torch.round(-low / scale)
+    zero = torch.full_like(scale, half) if symmetric else torch.round(-low / scale)
     return scale, zero
 
 
@@ -104,6 +115,7 @@ def _quantized_model(evaluator: Evaluator, profile: Profile) -> nn.Module:
 
     evaluator.apply(profile)
     group_size = int(evaluator.spec.compression.levels.group_size)
+    symmetric = evaluator.spec.compression.levels.symmetric
     settings = evaluator.settings()
     quantized_bits = {bits for bits in settings.values() if bits is not None and bits < DENSE_BITS}
     unsupported = sorted(quantized_bits - set(PACKED_BITS))
@@ -128,8 +140,8 @@ def _quantized_model(evaluator: Evaluator, profile: Profile) -> nn.Module:
                 f"layer {name!r} has {cols} input columns, not a multiple of group_size {group_size}; "
                 f"compressed-tensors (and vLLM) need whole groups: search with a group_size dividing {cols}"
             )
-        grids[name] = (bits, *recover_grid(module.weight.data, bits, group_size))
-        groups[(bits, size, False)].append(name)
+        grids[name] = (bits, *recover_grid(module.weight.data, bits, group_size, symmetric))
+        groups[(bits, size, symmetric)].append(name)
     quantized = {name for names in groups.values() for name in names}
     ignore = sorted(n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n not in quantized)
     config = _quantization_config(groups, ignore)
@@ -138,7 +150,8 @@ def _quantized_model(evaluator: Evaluator, profile: Profile) -> nn.Module:
         module = model.get_submodule(name)
         offset = 2 ** (bits - 1)  # our integers are 0..2^b-1; compressed-tensors' are signed
         module.weight_scale.data.copy_(scale.to(module.weight_scale.dtype))
-        module.weight_zero_point.data.copy_((zero - offset).to(module.weight_zero_point.dtype))
+        if not symmetric:  # a symmetric grid's zero is 0 in signed integers, and not stored
+            module.weight_zero_point.data.copy_((zero - offset).to(module.weight_zero_point.dtype))
     return model
 
 
