@@ -2,11 +2,12 @@
 
 A bitwidth profile becomes a ``pack-quantized`` compressed-tensors checkpoint written by the
 `compressed-tensors` library itself: integer weights packed into int32 with per-group scales and
-zero points, one config group per distinct (bits, group size, symmetry) whose targets are the
-layers' full module names, everything else listed under ``ignore``, and the
-``quantization_config`` in ``config.json``. The integers are those of the evaluator's own grid
-(`evaluators.compressors.rtn`'s asymmetric min-max grid, which GPTQ shares), recovered from the
-stored dequantised weights, so the checkpoint decompresses to the weights the search measured.
+zero points (none for a symmetric grid), one config group per distinct (bits, group size,
+symmetry) whose targets are the layers' full module names, everything else listed under
+``ignore``, and the ``quantization_config`` in ``config.json``. The integers are those of the
+evaluator's own grid (`evaluators.compressors.rtn`'s min-max grid, asymmetric or symmetric as
+``levels.symmetric`` says, which GPTQ shares), recovered from the stored dequantised weights, so
+the checkpoint decompresses to the weights the search measured.
 
 A drop profile that removes whole blocks becomes a smaller model of the same architecture: the
 dropped blocks are deleted and the config's layer count and per-layer lists shortened.
@@ -30,6 +31,7 @@ from torch import nn
 from spaces import Profile
 
 from ..caches import find_blocks
+from ..config import CompressionSpec
 from ..evaluator import DENSE_BITS, Evaluator
 
 logger = logging.getLogger(__name__)
@@ -188,6 +190,16 @@ def _drop_blocks(evaluator: Evaluator, profile: Profile) -> nn.Module:
     return model
 
 
+def loads_in_transformers(compression: CompressionSpec) -> bool:
+    """Whether `save_compressed_tensors` writes, for this compression, a checkpoint that plain
+    ``transformers`` ``from_pretrained`` loads: symmetric bitwidth grids (compressed-tensors 0.20.1
+    packs no asymmetric zero point for the meta model transformers builds; docs/results.md) and
+    whole-block drops. Sparsity, mixed and sub-block drops have no such checkpoint at all."""
+    if compression.scheme == "bitwidth":
+        return compression.levels.symmetric
+    return compression.scheme == "drop" and compression.drop_unit == "block"
+
+
 def save_compressed_tensors(evaluator: Evaluator, profile: Profile, out: Path) -> Path:
     """Write `profile` applied to the evaluator's model as a checkpoint serving engines load.
 
@@ -228,4 +240,4 @@ def save_compressed_tensors(evaluator: Evaluator, profile: Profile, out: Path) -
     return out
 
 
-__all__ = ["FORMAT", "PACKED_BITS", "recover_grid", "save_compressed_tensors"]
+__all__ = ["FORMAT", "PACKED_BITS", "loads_in_transformers", "recover_grid", "save_compressed_tensors"]
