@@ -176,7 +176,7 @@ def apply(
     ] = "dense",
 ) -> None:
     """Write the compressed model a profile describes (safetensors, config, tokenizer, profile)."""
-    from evaluators.saving.checkpoint import FORMAT, save_compressed_tensors
+    from evaluators.saving.checkpoint import FORMAT, loads_in_transformers, save_compressed_tensors
     from evaluators.saving.export import compressed_evaluator, save_compressed
     from spaces import Profile
 
@@ -208,7 +208,8 @@ def apply(
     loader = "AutoModelForCausalLM" if evaluator.task == "causal-lm" else "AutoModel"
     how = f"load it with transformers.{loader}.from_pretrained({str(out_dir)!r})"
     if fmt == FORMAT and evaluator.spec.compression.scheme == "bitwidth":
-        how = f"serve it with: vllm serve {out_dir} (see docs/results.md)"
+        loads = loads_in_transformers(evaluator.spec.compression)  # symmetric grids: no zero points
+        how = f"serve it with: vllm serve {out_dir}" + (f", or {how}" if loads else "") + " (see docs/results.md)"
     out.print(
         f"wrote {out_dir} ({fmt}): safetensors weights, config.json, tokenizer, pressroom-profile.json\n{how}",
         markup=False,
