@@ -150,8 +150,9 @@ def export(
     try:
         found = find_best(url, study)
         space = study_space(url, study)
-        compressor = study_spec(url, study).get("compression", {}).get("compressor")
-        text = write_profile(found.profile, space, fmt, compressor=compressor)
+        compression = study_spec(url, study).get("compression", {})
+        symmetric = bool(compression.get("levels", {}).get("symmetric", False))
+        text = write_profile(found.profile, space, fmt, compressor=compression.get("compressor"), symmetric=symmetric)
     except ValueError as exc:  # ResultsError, or a format that cannot hold this scheme
         raise UsageError(str(exc)) from None
     _emit(text, output)
