@@ -107,11 +107,13 @@ def compress(
         pruned = compressors.sparsegpt_prune(weight, stats.hessian, list(settings))
         return {f"s{s}": w for s, w in zip(settings, pruned, strict=True)}
     group = int(params.get("group_size", 128))
+    symmetric = bool(params.get("symmetric", False))
+    bits = [b for b in settings if b < 16]
     if compressor == "rtn":
-        return {f"s{b}": compressors.rtn_quantize(weight, b, group_size=group) for b in settings if b < 16}
+        return {f"s{b}": compressors.rtn_quantize(weight, b, group_size=group, symmetric=symmetric) for b in bits}
     assert stats is not None and stats.hessian is not None
-    quantized = compressors.gptq_quantize(weight, stats.hessian, [b for b in settings if b < 16], group_size=group)
-    return {f"s{b}": w for b, w in zip([b for b in settings if b < 16], quantized, strict=True)}
+    quantized = compressors.gptq_quantize(weight, stats.hessian, bits, group_size=group, symmetric=symmetric)
+    return {f"s{b}": w for b, w in zip(bits, quantized, strict=True)}
 
 
 def compress_nm(

@@ -100,6 +100,9 @@ class LevelsSpec(_Strict):
     # bitwidth
     choices: tuple[Annotated[int, Field(ge=1, le=16)], ...] = Field((2, 3, 4, 5, 6), min_length=1, strict=False)
     group_size: int = Field(128, ge=1, le=1 << 20)
+    # a symmetric grid (signed integers, no zero point: `evaluators.compressors.rtn`), which
+    # transformers loads from a compressed-tensors checkpoint; asymmetric by default (docs/results.md)
+    symmetric: bool = False
     exact_budget: bool = True
     # mixed: dense, these unstructured sparsities, and the N:M pattern [n, m]
     sparsities: tuple[Annotated[float, Field(gt=0.0, lt=1.0)], ...] = Field((0.5, 0.6, 0.7, 0.8), strict=False)
@@ -183,11 +186,14 @@ class CompressionSpec(_Strict):
             return "block" if self.drop_unit == "block" else "layer"
         return "fused" if self.granularity == "layer" and self.ties_fused() else self.granularity
 
-    def database_params(self) -> dict[str, int]:
+    def database_params(self) -> dict[str, int | bool]:
         """The scheme parameters that change a compression database's content beyond its
-        settings: the quantisation group, or the N:M pattern (2:4 and 4:8 prune equal counts)."""
+        settings: the quantisation group and grid, or the N:M pattern (2:4 and 4:8 prune equal
+        counts). An asymmetric grid, the default, is not named, so databases built before the
+        option keep their key."""
         if self.scheme == "bitwidth":
-            return {"group_size": self.levels.group_size}
+            grid = {"symmetric": True} if self.levels.symmetric else {}
+            return {"group_size": self.levels.group_size, **grid}
         if self.scheme == "mixed":
             return {"n": self.levels.nm[0], "m": self.levels.nm[1]}
         return {}

@@ -42,10 +42,11 @@ def gptq_quantize(
     blocksize: int = 128,
     percdamp: float = 0.01,
     dtype: torch.dtype = torch.float32,
+    symmetric: bool = False,
 ) -> list[Tensor]:
     """Quantise a linear layer's weight to several bitwidths with GPTQ.
 
-    The grid is RTN's asymmetric min-max grid per row and group of input columns. Weights of
+    The grid is RTN's min-max grid per row and group of input columns (asymmetric, or symmetric). Weights of
     dead inputs (zero diagonal: the input was 0 on every calibration token) are set to 0.
 
     Args:
@@ -57,6 +58,7 @@ def gptq_quantize(
         blocksize: columns per lazy-update block.
         percdamp: dampening added to the diagonal, as a fraction of its mean.
         dtype: compute dtype, torch.float32 or torch.float64.
+        symmetric: RTN's symmetric grid (`evaluators.compressors.rtn`), GPTQ's ``sym`` mode.
 
     Returns:
         One (out, in) fake-quantised (quantised, then dequantised) weight per bitwidth, in
@@ -96,7 +98,7 @@ def gptq_quantize(
                 # the weights the sweep will actually round.
                 later = W[:, :, block.end : g2] - block.errors[:, :, :i] @ U[block.start : column, block.end : g2]
                 members = torch.cat([members, later], dim=2)
-            grid["scale"], grid["zero"] = fit_grid(members, maxq.unsqueeze(2))
+            grid["scale"], grid["zero"] = fit_grid(members, maxq.unsqueeze(2), symmetric)
         # column 0 always starts a group, so the grid is set
         return fake_quantize(block.W[:, :, i], grid["scale"][:, :, 0], grid["zero"][:, :, 0], maxq)
 

@@ -1,7 +1,11 @@
-"""Round-to-nearest quantisation on an asymmetric min-max grid, per group of input columns.
+"""Round-to-nearest quantisation on a min-max grid, per group of input columns.
 
 The grid for a group is {scale * (q - zero) : q = 0 .. 2^bits - 1}; its range always contains 0,
-so zero weights (pruned or dead) stay exactly zero. GPTQ uses the same grid.
+so zero weights (pruned or dead) stay exactly zero. GPTQ uses the same grid. Asymmetric (the
+default) spans [min(w, 0), max(w, 0)]. Symmetric spans [-m, m] with m = max(|min|, |max|) and
+fixes zero at 2^(bits-1), GPTQ's ``sym`` mode (IST-DASLab/gptq, quant.py, commit 0fbb4c8; there
+a group with no negative value keeps its asymmetric range, here every group is symmetric), so
+q - zero is a signed integer and no zero point is stored: compressed-tensors' symmetric int.
 
 Example:
     >>> import torch
@@ -24,13 +28,18 @@ def compute_dtype(weight: Tensor) -> torch.dtype:
     return torch.float64 if weight.dtype == torch.float64 else torch.float32
 
 
-def fit_grid(w: Tensor, maxq: Tensor | float) -> tuple[Tensor, Tensor]:
+def fit_grid(w: Tensor, maxq: Tensor | float, symmetric: bool = False) -> tuple[Tensor, Tensor]:
     """Scale and zero point over the last dimension; `maxq` (2^bits - 1) may broadcast per batch."""
     xmin = w.amin(dim=-1, keepdim=True).clamp(max=0)
     xmax = w.amax(dim=-1, keepdim=True).clamp(min=0)
+    if symmetric:
+        xmax = torch.maximum(-xmin, xmax)
+        xmin = -xmax
     span = xmax - xmin
     # An all-zero group has no range; any positive scale maps it to 0 exactly.
     scale = torch.where(span > 0, span / maxq, torch.ones_like(span))
+    if symmetric:
+        return scale, torch.zeros_like(scale) + (maxq + 1) / 2
     zero = torch.round(-xmin / scale)
     return scale, zero
 
@@ -73,7 +82,7 @@ def group_bounds(in_features: int, group_size: int) -> list[tuple[int, int]]:
     return [(start, min(start + group_size, in_features)) for start in range(0, in_features, group_size)]
 
 
-def rtn_quantize(weight: Tensor, bits: int, *, group_size: int = 128) -> Tensor:
+def rtn_quantize(weight: Tensor, bits: int, *, group_size: int = 128, symmetric: bool = False) -> Tensor:
     """Fake-quantise a weight by rounding each group of input columns to its own min-max grid.
 
     Args:
@@ -81,6 +90,7 @@ def rtn_quantize(weight: Tensor, bits: int, *, group_size: int = 128) -> Tensor:
         bits: bitwidth in 1..16.
         group_size: consecutive input columns sharing a grid in each row; -1 or >= in means one
             grid per row. A last group narrower than group_size is allowed.
+        symmetric: zero fixed at 2^(bits-1), the range from max(|min|, |max|) (see the module).
 
     Returns:
         (out, in) quantised-then-dequantised weight in weight's dtype (computed in float32, or
@@ -100,6 +110,6 @@ def rtn_quantize(weight: Tensor, bits: int, *, group_size: int = 128) -> Tensor:
         return out.to(weight.dtype)
     for start, stop in group_bounds(w.shape[1], group_size):
         group = w[:, start:stop]  # (out, g)
-        scale, zero = fit_grid(group, maxq)  # (out, 1) each
+        scale, zero = fit_grid(group, maxq, symmetric)  # (out, 1) each
         out[:, start:stop] = fake_quantize(group, scale, zero, maxq)
     return out.to(weight.dtype)

@@ -2,11 +2,12 @@
 
 A bitwidth profile becomes a ``pack-quantized`` compressed-tensors checkpoint written by the
 `compressed-tensors` library itself: integer weights packed into int32 with per-group scales and
-zero points, one config group per distinct (bits, group size, symmetry) whose targets are the
-layers' full module names, everything else listed under ``ignore``, and the
-``quantization_config`` in ``config.json``. The integers are those of the evaluator's own grid
-(`evaluators.compressors.rtn`'s asymmetric min-max grid, which GPTQ shares), recovered from the
-stored dequantised weights, so the checkpoint decompresses to the weights the search measured.
+zero points (none for a symmetric grid), one config group per distinct (bits, group size,
+symmetry) whose targets are the layers' full module names, everything else listed under
+``ignore``, and the ``quantization_config`` in ``config.json``. The integers are those of the
+evaluator's own grid (`evaluators.compressors.rtn`'s min-max grid, asymmetric or symmetric as
+``levels.symmetric`` says, which GPTQ shares), recovered from the stored dequantised weights, so
+the checkpoint decompresses to the weights the search measured.
 
 A drop profile that removes whole blocks becomes a smaller model of the same architecture: the
 dropped blocks are deleted and the config's layer count and per-layer lists shortened.
@@ -30,6 +31,7 @@ from torch import nn
 from spaces import Profile
 
 from ..caches import find_blocks
+from ..config import CompressionSpec
 from ..evaluator import DENSE_BITS, Evaluator
 
 logger = logging.getLogger(__name__)
@@ -43,17 +45,20 @@ FORMAT = "compressed-tensors"
 GRID_TOLERANCE = 1e-3
 
 
-def recover_grid(weight: torch.Tensor, bits: int, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def recover_grid(
+    weight: torch.Tensor, bits: int, group_size: int, symmetric: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The per-row, per-group grid a fake-quantised weight lies on: (scale, zero), each (out, groups).
 
     The weight holds ``scale * (q - zero)`` with integers ``q, zero`` in ``[0, 2^bits - 1]`` (RTN's
-    and GPTQ's grid, whose range always holds 0). GPTQ need not use a group's end points, so the
-    step is searched: the widest grid of at most ``2^bits`` points through min(w, 0) and max(w, 0)
-    on which every value lies is one that reproduces the weights exactly.
+    and GPTQ's grid, whose range always holds 0; symmetric: ``zero = 2^(bits-1)``). GPTQ need not
+    use a group's end points, so the step is searched: the widest grid of at most ``2^bits`` points
+    through min(w, 0) and max(w, 0) (symmetric: through the largest magnitude, with q - zero in
+    ``[-2^(bits-1), 2^(bits-1) - 1]``) on which every value lies reproduces the weights exactly.
 
     Raises:
         ValueError: a group whose values lie on no such grid (the weight was not quantised to
-            `bits` with this group size).
+            `bits` with this group size and symmetry).
     """
     maxq = 2**bits - 1
     tolerance = GRID_TOLERANCE + maxq * torch.finfo(weight.dtype).eps
@@ -67,22 +72,30 @@ def recover_grid(weight: torch.Tensor, bits: int, group_size: int) -> tuple[torc
     groups = -(-cols // size)
     w = weight.detach().to(torch.float64)
     padded = torch.nn.functional.pad(w, (0, groups * size - cols)).view(rows, groups, size)  # pads with 0: on grid
-    low = padded.amin(dim=-1).clamp(max=0)
-    span = padded.amax(dim=-1).clamp(min=0) - low  # (rows, groups)
+    half = 2 ** (bits - 1)
+    if symmetric:  # the step is the largest magnitude over a whole number of steps, at most 2^(bits-1)
+        low = torch.zeros_like(padded[..., 0])
+        span, candidates = padded.abs().amax(dim=-1), range(half, 0, -1)
+    else:
+        low = padded.amin(dim=-1).clamp(max=0)
+        span, candidates = padded.amax(dim=-1).clamp(min=0) - low, range(maxq, 0, -1)  # (rows, groups)
     steps = torch.zeros_like(span)  # 0 = not found yet
-    for k in range(maxq, 0, -1):
+    for k in candidates:
         todo = steps == 0
         if not todo.any():
             break
         scaled = (padded - low.unsqueeze(-1)) / (span / k).clamp(min=1e-300).unsqueeze(-1)
         fits = ((scaled - scaled.round()).abs() <= tolerance).all(dim=-1)
+        if symmetric:  # signed integers in [-2^(bits-1), 2^(bits-1) - 1]
+            fits &= (scaled.amax(dim=-1) <= half - 1 + tolerance) & (scaled.amin(dim=-1) >= -half - tolerance)
         steps[todo & fits] = k
     empty = span == 0
     if not bool((empty | (steps > 0)).all()):
         bad = int((~empty & (steps == 0)).nonzero()[0, 0])
-        raise ValueError(f"row {bad} of the weight lies on no {bits}-bit grid of group size {group_size}")
+        kind = "symmetric " if symmetric else ""
+        raise ValueError(f"row {bad} of the weight lies on no {kind}{bits}-bit grid of group size {group_size}")
     scale = torch.where(empty, torch.ones_like(span), span / steps.clamp(min=1))
-    zero = torch.round(-low / scale)
+    zero = torch.full_like(scale, half) if symmetric else torch.round(-low / scale)
     return scale, zero
 
 
@@ -104,6 +117,7 @@ def _quantized_model(evaluator: Evaluator, profile: Profile) -> nn.Module:
 
     evaluator.apply(profile)
     group_size = int(evaluator.spec.compression.levels.group_size)
+    symmetric = evaluator.spec.compression.levels.symmetric
     settings = evaluator.settings()
     quantized_bits = {bits for bits in settings.values() if bits is not None and bits < DENSE_BITS}
     unsupported = sorted(quantized_bits - set(PACKED_BITS))
@@ -128,8 +142,8 @@ def _quantized_model(evaluator: Evaluator, profile: Profile) -> nn.Module:
                 f"layer {name!r} has {cols} input columns, not a multiple of group_size {group_size}; "
                 f"compressed-tensors (and vLLM) need whole groups: search with a group_size dividing {cols}"
             )
-        grids[name] = (bits, *recover_grid(module.weight.data, bits, group_size))
-        groups[(bits, size, False)].append(name)
+        grids[name] = (bits, *recover_grid(module.weight.data, bits, group_size, symmetric))
+        groups[(bits, size, symmetric)].append(name)
     quantized = {name for names in groups.values() for name in names}
     ignore = sorted(n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n not in quantized)
     config = _quantization_config(groups, ignore)
@@ -138,7 +152,8 @@ def _quantized_model(evaluator: Evaluator, profile: Profile) -> nn.Module:
         module = model.get_submodule(name)
         offset = 2 ** (bits - 1)  # our integers are 0..2^b-1; compressed-tensors' are signed
         module.weight_scale.data.copy_(scale.to(module.weight_scale.dtype))
-        module.weight_zero_point.data.copy_((zero - offset).to(module.weight_zero_point.dtype))
+        if not symmetric:  # a symmetric grid's zero is 0 in signed integers, and not stored
+            module.weight_zero_point.data.copy_((zero - offset).to(module.weight_zero_point.dtype))
     return model
 
 
@@ -173,6 +188,16 @@ def _drop_blocks(evaluator: Evaluator, profile: Profile) -> nn.Module:
             setattr(config, key, [v for index, v in enumerate(value) if index not in dropped])
     config.num_hidden_layers = len(kept)
     return model
+
+
+def loads_in_transformers(compression: CompressionSpec) -> bool:
+    """Whether `save_compressed_tensors` writes, for this compression, a checkpoint that plain
+    ``transformers`` ``from_pretrained`` loads: symmetric bitwidth grids (compressed-tensors 0.20.1
+    packs no asymmetric zero point for the meta model transformers builds; docs/results.md) and
+    whole-block drops. Sparsity, mixed and sub-block drops have no such checkpoint at all."""
+    if compression.scheme == "bitwidth":
+        return compression.levels.symmetric
+    return compression.scheme == "drop" and compression.drop_unit == "block"
 
 
 def save_compressed_tensors(evaluator: Evaluator, profile: Profile, out: Path) -> Path:
@@ -215,4 +240,4 @@ def save_compressed_tensors(evaluator: Evaluator, profile: Profile, out: Path) -
     return out
 
 
-__all__ = ["FORMAT", "PACKED_BITS", "recover_grid", "save_compressed_tensors"]
+__all__ = ["FORMAT", "PACKED_BITS", "loads_in_transformers", "recover_grid", "save_compressed_tensors"]

@@ -25,6 +25,14 @@ def _plain(console: Console, text: str) -> None:
     console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
+#: What an asymmetric bitwidth search's compressed-tensors checkpoint loads in (docs/results.md).
+ASYMMETRIC_NOTE = (
+    "compression.levels.symmetric is false: `pressroom apply --format compressed-tensors` writes zero points, "
+    "which vLLM loads but transformers' from_pretrained does not (compressed-tensors 0.20.1), so `pressroom register` "
+    "logs the dense model; set it true for a checkpoint both load"
+)
+
+
 def validate(
     specs: Annotated[list[Path], typer.Argument(help="One or more spec files.", show_default=False)],
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only report errors.")] = False,
@@ -42,6 +50,8 @@ def validate(
         if not quiet:
             out.rule(f"{path}: valid", style="green")
             out.print(yaml.safe_dump(spec.public_dict(), sort_keys=False), markup=False, highlight=False)
+            if spec.compression.scheme == "bitwidth" and not spec.compression.levels.symmetric:
+                _plain(err, f"{path}: note: {ASYMMETRIC_NOTE}")
         else:
             out.print(f"{path}: valid", markup=False, highlight=False)
     if failed:

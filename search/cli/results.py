@@ -150,8 +150,9 @@ def export(
     try:
         found = find_best(url, study)
         space = study_space(url, study)
-        compressor = study_spec(url, study).get("compression", {}).get("compressor")
-        text = write_profile(found.profile, space, fmt, compressor=compressor)
+        compression = study_spec(url, study).get("compression", {})
+        symmetric = bool(compression.get("levels", {}).get("symmetric", False))
+        text = write_profile(found.profile, space, fmt, compressor=compression.get("compressor"), symmetric=symmetric)
     except ValueError as exc:  # ResultsError, or a format that cannot hold this scheme
         raise UsageError(str(exc)) from None
     _emit(text, output)
@@ -176,7 +177,7 @@ def apply(
     ] = "dense",
 ) -> None:
     """Write the compressed model a profile describes (safetensors, config, tokenizer, profile)."""
-    from evaluators.saving.checkpoint import FORMAT, save_compressed_tensors
+    from evaluators.saving.checkpoint import FORMAT, loads_in_transformers, save_compressed_tensors
     from evaluators.saving.export import compressed_evaluator, save_compressed
     from spaces import Profile
 
@@ -208,7 +209,8 @@ def apply(
     loader = "AutoModelForCausalLM" if evaluator.task == "causal-lm" else "AutoModel"
     how = f"load it with transformers.{loader}.from_pretrained({str(out_dir)!r})"
     if fmt == FORMAT and evaluator.spec.compression.scheme == "bitwidth":
-        how = f"serve it with: vllm serve {out_dir} (see docs/results.md)"
+        loads = loads_in_transformers(evaluator.spec.compression)  # symmetric grids: no zero points
+        how = f"serve it with: vllm serve {out_dir}" + (f", or {how}" if loads else "") + " (see docs/results.md)"
     out.print(
         f"wrote {out_dir} ({fmt}): safetensors weights, config.json, tokenizer, pressroom-profile.json\n{how}",
         markup=False,

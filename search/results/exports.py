@@ -119,7 +119,7 @@ def profile_from_layer_values(space: Space, values: Mapping[str, float | str]) -
 # --- the formats ---------------------------------------------------------------------------
 
 
-def _write_json(profile: Profile, space: Space, compressor: str | None) -> str:
+def _write_json(profile: Profile, space: Space, compressor: str | None, symmetric: bool) -> str:
     space.check(profile)
     return profile.to_json() + "\n"
 
@@ -130,7 +130,7 @@ def _read_json(text: str, space: Space) -> Profile:
     return profile
 
 
-def _write_map(profile: Profile, space: Space, compressor: str | None) -> str:
+def _write_map(profile: Profile, space: Space, compressor: str | None, symmetric: bool) -> str:
     return json.dumps(layer_values(space, profile), indent=2) + "\n"
 
 
@@ -152,7 +152,7 @@ def _modifier(compressor: str | None, scheme: str) -> str:
     return LLMC_MODIFIERS[name]
 
 
-def _write_llmc(profile: Profile, space: Space, compressor: str | None) -> str:
+def _write_llmc(profile: Profile, space: Space, compressor: str | None, symmetric: bool) -> str:
     scheme = space.scheme.name
     if scheme == "drop":
         raise ValueError("llm-compressor has no recipe for dropping blocks; export drop profiles as map or evopress")
@@ -168,7 +168,7 @@ def _write_llmc(profile: Profile, space: Space, compressor: str | None) -> str:
         args: dict[str, Any] = {"sparsity": [values[n] for n in names], "targets": names, "mask_structure": "0:0"}
         recipe = {_STAGE: {_PRUNING: {modifier: args}}}
     else:
-        groups = _quant_groups(space, values)
+        groups = _quant_groups(space, values, symmetric)
         recipe = {_STAGE: {_QUANT: {modifier: {"config_groups": groups}}}}
     header = (
         f"# llm-compressor recipe written by pressroom for model {profile.model}\n"
@@ -177,7 +177,7 @@ def _write_llmc(profile: Profile, space: Space, compressor: str | None) -> str:
     return header + yaml.safe_dump(recipe, sort_keys=False, width=1000)
 
 
-def _quant_groups(space: Space, values: Mapping[str, float | int | str]) -> dict[str, Any]:
+def _quant_groups(space: Space, values: Mapping[str, float | int | str], symmetric: bool) -> dict[str, Any]:
     """llm-compressor config groups, one per bitwidth and strategy, by `group_problem`'s rule:
     groups of `group_size` columns where it divides a layer's width, one group per row (the
     ``channel`` strategy) where it is at least the width, which is what pressroom's RTN and
@@ -200,8 +200,8 @@ def _quant_groups(space: Space, values: Mapping[str, float | int | str]) -> dict
         grouped = scheme.group_size < widths[name]
         key = f"group_{bits}bit" if grouped else f"channel_{bits}bit"
         if key not in groups:
-            # asymmetric: RTN and GPTQ here use a zero point per group (evaluators/compressors/rtn.py)
-            weights: dict[str, Any] = {"num_bits": bits, "type": "int", "symmetric": False}
+            # RTN's and GPTQ's grid (evaluators/compressors/rtn.py): a zero point per group unless symmetric
+            weights: dict[str, Any] = {"num_bits": bits, "type": "int", "symmetric": symmetric}
             strategy = {"strategy": "group", "group_size": scheme.group_size} if grouped else {"strategy": "channel"}
             weights.update(strategy)
             groups[key] = {"targets": [], "weights": weights}
@@ -233,7 +233,7 @@ def _read_llmc(text: str, space: Space) -> Profile:
     return profile_from_layer_values(space, values)
 
 
-def _write_evopress(profile: Profile, space: Space, compressor: str | None) -> str:
+def _write_evopress(profile: Profile, space: Space, compressor: str | None, symmetric: bool) -> str:
     levels = space.to_array(profile)
     if space.scheme.name != "drop":
         lines = [
@@ -279,7 +279,7 @@ class Format:
 
     name: str
     suffix: str
-    write: Callable[[Profile, Space, str | None], str]
+    write: Callable[[Profile, Space, str | None, bool], str]
     read: Callable[[str, Space], Profile]
     describe: str
 
@@ -301,7 +301,9 @@ def _format(name: str) -> Format:
     return FORMATS[name]
 
 
-def write_profile(profile: Profile, space: Space, fmt: str, *, compressor: str | None = None) -> str:
+def write_profile(
+    profile: Profile, space: Space, fmt: str, *, compressor: str | None = None, symmetric: bool = False
+) -> str:
     """The profile as text in format `fmt`.
 
     Args:
@@ -309,12 +311,13 @@ def write_profile(profile: Profile, space: Space, fmt: str, *, compressor: str |
         space: the space (its layers give per-layer values).
         fmt: one of `FORMATS`.
         compressor: the search's compressor (picks the llm-compressor modifier).
+        symmetric: the search's `levels.symmetric` (the llm-compressor quantisation grid).
 
     Raises:
         ValueError: an unknown format, a profile of another space, or a format that cannot hold
             this scheme.
     """
-    return _format(fmt).write(profile, space, compressor)
+    return _format(fmt).write(profile, space, compressor, symmetric)
 
 
 def read_profile(text: str, space: Space, fmt: str) -> Profile:

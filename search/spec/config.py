@@ -268,6 +268,8 @@ class Spec(_Strict):
         del evaluator["compression"]["tie_fused"]
         if self.compression.ties_fused():
             evaluator["compression"]["tie_fused"] = True
+        if not self.compression.levels.symmetric:  # so is the symmetric grid: the asymmetric default keeps them
+            del evaluator["compression"]["levels"]["symmetric"]
         payload = {
             "evaluator": evaluator,
             "algorithm": self.algorithm.name,

@@ -69,6 +69,7 @@ TAG_TRIAL = "pressroom.trial"
 TAG_FITNESS = "pressroom.fitness"
 TAG_MODEL = "pressroom.model"
 TAG_SOURCE = "pressroom.source"
+TAG_FORMAT = "pressroom.format"
 #: The pipeline task MLflow's transformers flavour records for each kind of model.
 TASKS = {"causal-lm": "text-generation", "encoder": "feature-extraction"}
 
@@ -94,20 +95,26 @@ class Registered:
     best: Best
 
 
-def pip_requirements() -> list[str]:
-    """The packages a logged model needs, pinned to the versions that wrote it."""
+def pip_requirements(compressed: bool = False) -> list[str]:
+    """The packages a logged model needs, pinned to the versions that wrote it (`compressed`: and
+    compressed-tensors, which transformers needs to load a compressed-tensors checkpoint)."""
     import safetensors
     import tokenizers
     import torch
     import transformers
 
     torch_version = torch.__version__.split("+")[0]  # "+cpu" names a wheel index, not a version
-    return [
+    pins = [
         f"torch=={torch_version}",
         f"transformers=={transformers.__version__}",
         f"tokenizers=={tokenizers.__version__}",
         f"safetensors=={safetensors.__version__}",
     ]
+    if compressed:
+        from importlib.metadata import version
+
+        pins.append(f"compressed-tensors=={version('compressed-tensors')}")
+    return pins
 
 
 def version_tags(best: Best, space: Space | None = None) -> dict[str, str]:
@@ -189,6 +196,7 @@ def register_best(
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    from evaluators.saving.checkpoint import FORMAT, loads_in_transformers
     from evaluators.saving.export import compressed_evaluator
 
     rdb = open_storage(storage)
@@ -197,7 +205,10 @@ def register_best(
     evaluator_spec = spec or evaluator_spec_from(recorded, cache_dir)
     evaluator = compressed_evaluator(evaluator_spec, best.profile)
     space = _space(rdb, study)
-    tags = version_tags(best, space)
+    tags = {
+        **version_tags(best, space),
+        TAG_FORMAT: FORMAT if loads_in_transformers(evaluator_spec.compression) else "dense",
+    }
     search_tags = study_run_tags(recorded, str(study_attrs(rdb, study)[1].get(FINGERPRINT, "")))
     where = redact_url(tracking_uri) if tracking_uri else "MLflow's default store"
     step = "connecting"
@@ -263,25 +274,31 @@ def _search_run(
 def _log_model(
     client: Any, evaluator: Any, best: Best, experiment: str, run_id: str, name: str, tags: dict[str, str]
 ) -> str:
-    """Log the evaluator's model (holding the compressed weights) and its profile as an MLflow
-    logged model whose source is the run `run_id`; returns its id. A failed upload marks it FAILED."""
+    """Log the evaluator's model, as the compressed-tensors checkpoint where `tags` name that format
+    (else the dense weights it holds), and its profile as an MLflow logged model whose source is
+    the run `run_id`; returns its id. A failed upload marks it FAILED."""
     import mlflow.transformers
     from mlflow.entities import LoggedModelOutput, LoggedModelStatus
     from mlflow.models import Model
 
+    from evaluators.saving.checkpoint import FORMAT, save_compressed_tensors
     from evaluators.saving.export import PROFILE_FILE
 
+    compressed = tags[TAG_FORMAT] == FORMAT
     model = client.create_logged_model(experiment, name=name, source_run_id=run_id, tags=tags)
     try:
         with tempfile.TemporaryDirectory(prefix="pressroom-register-") as tmp:
             folder = Path(tmp) / "model"
             metadata = Model(artifact_path=model.artifact_location, run_id=run_id, model_id=model.model_id)
-            components = {"model": evaluator.model, "tokenizer": evaluator.loaded.tokenizer}
+            written = evaluator.model
+            if compressed:  # the checkpoint as transformers loads it: packed, or shallower
+                checkpoint = save_compressed_tensors(evaluator, best.profile, Path(tmp) / "checkpoint")
+                written = _loader(evaluator.task).from_pretrained(checkpoint)
             mlflow.transformers.save_model(
-                components,
+                {"model": written, "tokenizer": evaluator.loaded.tokenizer},
                 path=str(folder),
                 task=TASKS[evaluator.task],
-                pip_requirements=pip_requirements(),
+                pip_requirements=pip_requirements(compressed),
                 mlflow_model=metadata,
             )
             (folder / PROFILE_FILE).write_text(best.profile.to_json() + "\n")
@@ -292,6 +309,13 @@ def _log_model(
         raise
     client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
     return str(model.model_id)
+
+
+def _loader(task: str) -> Any:
+    """The transformers class that loads a model of this task."""
+    import transformers
+
+    return transformers.AutoModelForCausalLM if task == "causal-lm" else transformers.AutoModel
 
 
 def _commands(
@@ -307,6 +331,7 @@ def _commands(
 
 
 __all__ = [
+    "TAG_FORMAT",
     "TASKS",
     "Registered",
     "pip_requirements",

@@ -79,18 +79,24 @@ def reference_sparsegpt(weight: Tensor, hessian: Tensor, count: int, blocksize: 
     return W
 
 
-def _grid(values: Tensor, bits: int) -> tuple[Tensor, Tensor]:
-    """Per-row scale and zero of the min-max grid that includes 0."""
+def _grid(values: Tensor, bits: int, symmetric: bool = False) -> tuple[Tensor, Tensor]:
+    """Per-row scale and zero of the min-max grid that includes 0 (symmetric: of [-m, m] with m the
+    largest magnitude, zero at 2^(bits-1), as IST-DASLab/gptq's quant.py at 0fbb4c8 with sym)."""
     maxq = 2**bits - 1
     low = torch.clamp(values.min(dim=1).values, max=0.0)
     high = torch.clamp(values.max(dim=1).values, min=0.0)
+    if symmetric:
+        high = values.abs().max(dim=1).values
+        low = -high
     scale = (high - low) / maxq
     scale[high == low] = 1.0
-    zero = torch.round(-low / scale)
+    zero = torch.full_like(scale, (maxq + 1) / 2) if symmetric else torch.round(-low / scale)
     return scale, zero
 
 
-def reference_gptq(weight: Tensor, hessian: Tensor, bits: int, group_size: int, percdamp: float = 0.01) -> Tensor:
+def reference_gptq(
+    weight: Tensor, hessian: Tensor, bits: int, group_size: int, percdamp: float = 0.01, symmetric: bool = False
+) -> Tensor:
     """GPTQ without act-order, grids refitted at each group start; returns the float64 weight."""
     W, H_inv = _prepare(weight, hessian, percdamp)
     cols = W.shape[1]
@@ -99,7 +105,7 @@ def reference_gptq(weight: Tensor, hessian: Tensor, bits: int, group_size: int, 
     remaining = H_inv
     for column in range(cols):
         if column % group == 0:
-            scale, zero = _grid(W[:, column : column + group], bits)
+            scale, zero = _grid(W[:, column : column + group], bits, symmetric)
         levels = torch.clamp(torch.round(W[:, column] / scale) + zero, 0, maxq)
         _obs_step(W, column, scale * (levels - zero), remaining)
         remaining = _drop_first(remaining)

@@ -8,6 +8,7 @@ import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import torch
@@ -377,15 +378,19 @@ def test_quantisers_reject_bad_group_size(group_size: object) -> None:
 # GPTQ
 
 
-@pytest.mark.parametrize("group_size", [16, -1])
-def test_gptq_matches_the_slow_reference(group_size: int) -> None:
+# A symmetric grid puts a group's most negative magnitude at a rounding tie (-m / (2m / maxq) is
+# -(2^(bits-1) - 1/2)), which values computed in another order break the other way: it is compared
+# where the grid is fitted on the columns both compute alike (one group per row).
+@pytest.mark.parametrize(("group_size", "symmetric"), [(16, False), (-1, False), (-1, True)])
+def test_gptq_matches_the_slow_reference(group_size: int, symmetric: bool) -> None:
     # Groups of 16 straddle blocks of 24, so grids are fitted on columns still owed lazy updates.
     weight, hessian = _layer(16, 64, 256, seed=13, dtype=torch.float64)
     bits_list = [2, 3, 4]
-    fast64 = gptq_quantize(weight, hessian, bits_list, group_size=group_size, blocksize=24, dtype=torch.float64)
-    fast32 = gptq_quantize(weight.float(), hessian.float(), bits_list, group_size=group_size, blocksize=24)
+    common: dict[str, Any] = {"group_size": group_size, "blocksize": 24, "symmetric": symmetric}
+    fast64 = gptq_quantize(weight, hessian, bits_list, dtype=torch.float64, **common)
+    fast32 = gptq_quantize(weight.float(), hessian.float(), bits_list, **common)
     for bits, level64, level32 in zip(bits_list, fast64, fast32, strict=True):
-        expected = reference.reference_gptq(weight, hessian, bits, group_size)
+        expected = reference.reference_gptq(weight, hessian, bits, group_size, symmetric=symmetric)
         torch.testing.assert_close(level64, expected, rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(level32.double(), expected, rtol=1e-4, atol=1e-4)
 

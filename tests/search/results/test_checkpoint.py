@@ -13,12 +13,16 @@ import torch
 from safetensors import safe_open
 
 from evaluators.compressors import gptq_quantize, rtn_quantize
+from evaluators.config import missing_packages
 from evaluators.saving.checkpoint import FORMAT, recover_grid, save_compressed_tensors
 from spaces import Profile
 
 #: Logits of the loaded checkpoint may differ from the evaluator's by float32 rounding of
 #: scale * (q - zero), recomputed in another order: well below any quantisation error.
 LOGITS_ATOL = 1e-4
+#: The same rounding through SmolLM2's 30 blocks (logits of magnitude about 20).
+SMOLLM2_ATOL = 1e-3
+SMOLLM2 = "pressroom:smollm2-135m"
 BITWIDTH = {  # group_size 16 divides the tiny Llama's 64 and 176 input columns
     "scheme": "bitwidth",
     "target": 4.0,
@@ -33,10 +37,10 @@ PLAIN = """
 import json, sys, torch, transformers
 model = transformers.AutoModelForCausalLM.from_pretrained(sys.argv[1]).eval()
 """
-# compressed-tensors' own decompression, as transformers runs it but on real (not meta) modules:
-# compressed-tensors 0.20.1 compresses the meta model transformers builds without packing
-# asymmetric zero points, so plain `from_pretrained` refuses their packed shape
-# (vllm-project/llm-compressor#1618; docs/results.md).
+# compressed-tensors' own decompression, as transformers runs it but on real (not meta) modules, for
+# asymmetric grids: compressed-tensors 0.20.1 compresses the meta model transformers builds without
+# packing zero points (`PackedQuantizationCompressor.compress` returns early on meta), so plain
+# `from_pretrained` refuses their packed shape (vllm-project/llm-compressor#1618; docs/results.md).
 LIBRARY = """
 import json, sys, torch, transformers
 from compressed_tensors.compressors import ModelCompressor
@@ -57,7 +61,12 @@ compressor.decompress_model(model)
 FORWARD = """
 with torch.no_grad():
     logits = model(input_ids=torch.tensor(json.loads(sys.argv[2]))).logits
-torch.save({"logits": logits, "layers": model.config.num_hidden_layers, "class": type(model).__name__}, sys.argv[3])
+quantized = {
+    name: module.quantization_scheme.weights.num_bits
+    for name, module in model.named_modules() if getattr(module, "quantization_scheme", None) is not None
+}
+found = {"logits": logits, "layers": model.config.num_hidden_layers, "class": type(model).__name__}
+torch.save({**found, "quantized": quantized}, sys.argv[3])
 """
 
 
@@ -76,23 +85,37 @@ def _logits(model: Any) -> torch.Tensor:
         return model(input_ids=torch.tensor(TOKENS), use_cache=False).logits
 
 
+@pytest.mark.parametrize("symmetric", [False, True])
 @pytest.mark.parametrize("quantize", ["rtn", "gptq"])
-def test_recover_grid_gives_back_the_integers_of_rtn_and_gptq(quantize):
+def test_recover_grid_gives_back_the_integers_of_rtn_and_gptq(quantize, symmetric):
     generator = torch.Generator().manual_seed(0)
     weight = torch.randn(16, 80, generator=generator)
     inputs = torch.randn(512, 80, generator=generator)
     for bits in (2, 3, 4, 8):
         if quantize == "rtn":
-            fake = rtn_quantize(weight, bits, group_size=32)
+            fake = rtn_quantize(weight, bits, group_size=32, symmetric=symmetric)
         else:
-            fake = gptq_quantize(weight, inputs.T @ inputs, [bits], group_size=32)[0]
-        scale, zero = recover_grid(fake, bits, 32)
+            fake = gptq_quantize(weight, inputs.T @ inputs, [bits], group_size=32, symmetric=symmetric)[0]
+        scale, zero = recover_grid(fake, bits, 32, symmetric)
         assert scale.shape == zero.shape == (16, 3)
         assert bool(((zero >= 0) & (zero <= 2**bits - 1)).all())
+        if symmetric:
+            assert bool((zero == 2 ** (bits - 1)).all())  # signed integers, no zero point to store
         per_column = scale.repeat_interleave(32, dim=1)[:, :80], zero.repeat_interleave(32, dim=1)[:, :80]
         q = torch.round(fake / per_column[0]) + per_column[1]
         assert bool(((q >= 0) & (q <= 2**bits - 1)).all())
         torch.testing.assert_close((per_column[0] * (q - per_column[1])).float(), fake, rtol=0, atol=1e-6)
+
+
+def test_a_symmetric_grid_is_signed_around_zero():
+    weight = torch.tensor([[-1.0, 0.1, 0.45, 0.7]])
+    # 2 bits: the step is 2 * 1.0 / 3, integers -2..1 around zero
+    torch.testing.assert_close(
+        rtn_quantize(weight, 2, group_size=-1, symmetric=True), torch.tensor([[-4.0, 0, 2, 2]]) / 3
+    )
+    with pytest.raises(ValueError, match="lies on no symmetric 2-bit grid"):
+        # asymmetric: 0, 0, 0.4, 0.8 (integers 0..2 of step 0.4), no signed 2-bit grid holds them
+        recover_grid(rtn_quantize(torch.tensor([[-0.2, 0.1, 0.45, 1.0]]), 2, group_size=-1), 2, 4, symmetric=True)
 
 
 def test_half_precision_weights_are_recovered_where_their_rounding_allows():
@@ -111,47 +134,76 @@ def test_a_weight_off_every_grid_is_refused():
         recover_grid(torch.randn(4, 32, generator=torch.Generator().manual_seed(1)), 2, 32)
 
 
-@pytest.mark.parametrize("compressor", ["rtn", "gptq"])
-def test_a_bitwidth_profile_loads_as_compressed_tensors_with_the_evaluators_logits(
-    compressor, make_evaluator, tmp_path
-):
-    compression = {**BITWIDTH, "compressor": compressor}
-    evaluator = make_evaluator(model={"name": "pressroom:tiny-llama"}, compression=compression)
-    space = evaluator.space
-    cycle = [2, 3, 4, 8, 16]
-    profile = space.from_array([cycle[index % len(cycle)] for index in range(len(space.units))])
-    out = save_compressed_tensors(evaluator, profile, tmp_path / "ct")
+def _check_bitwidth_checkpoint(
+    evaluator: Any, profile: Profile, out: Path, loaded: dict[str, Any], atol: float
+) -> None:
+    """The loaded checkpoint's logits are the evaluator's; each quantised layer has its profile's bits in one
+    config group with the spec's group size and symmetry; the weight bytes are parameters x bits / 8 plus grids."""
+    levels = evaluator.spec.compression.levels
     evaluator.apply(profile)
-    expected = _logits(evaluator.model)
-    loaded = _load_elsewhere(out, tmp_path, LIBRARY)
-    assert loaded["class"] == "LlamaForCausalLM"
-    torch.testing.assert_close(loaded["logits"], expected, rtol=0, atol=LOGITS_ATOL)
+    torch.testing.assert_close(loaded["logits"], _logits(evaluator.model), rtol=0, atol=atol)
 
     config = json.loads((out / "config.json").read_text())["quantization_config"]
     assert config["quant_method"] == "compressed-tensors" and config["format"] == "pack-quantized"
-    bits_of = {name: bits for name, bits in evaluator.settings().items()}
+    bits_of = evaluator.settings()
     seen: dict[str, int] = {}
     for group in config["config_groups"].values():
         for target in group["targets"]:
             assert target not in seen, f"{target} is in two config groups"
             seen[target] = group["weights"]["num_bits"]
-            assert group["weights"]["group_size"] == 16 and group["weights"]["symmetric"] is False
+        assert group["weights"]["group_size"] == levels.group_size
+        assert group["weights"]["symmetric"] is levels.symmetric
     assert seen == {name: bits for name, bits in bits_of.items() if bits < 16}  # full names, the profile's bits
     assert set(config["ignore"]) >= {"lm_head", *(name for name, bits in bits_of.items() if bits == 16)}
+    assert loaded["quantized"] == seen  # the loaded model's own modules carry the profile's bits
 
-    # packed integers, scales and zero points: about parameters x bits / 8 plus the grids, and the rest dense
-    stored = quantized = 0
+    # packed integers, scales (and zero points): about parameters x bits / 8 plus the grids, the rest dense
+    stored = quantized = 0.0
     with safe_open(str(out / "model.safetensors"), framework="pt") as handle:
         for key in handle.keys():  # noqa: SIM118 - safe_open has no __contains__
-            tensor = handle.get_tensor(key)
-            layer = key.rsplit(".", 1)[0]
-            if layer in seen:
+            if key.rsplit(".", 1)[0] in seen:
+                tensor = handle.get_tensor(key)
                 stored += tensor.numel() * tensor.element_size()
     for name, bits in seen.items():
         weight = evaluator.model.get_submodule(name).weight
-        groups = weight.shape[0] * weight.shape[1] // 16
-        quantized += weight.numel() * bits / 8 + groups * (weight.element_size() + bits / 8)
+        groups = weight.shape[0] * weight.shape[1] // levels.group_size
+        zero_bytes = 0 if levels.symmetric else bits / 8
+        quantized += weight.numel() * bits / 8 + groups * (weight.element_size() + zero_bytes)
     assert abs(stored - quantized) <= 0.1 * quantized, (stored, quantized)
+
+
+@pytest.mark.parametrize(("compressor", "symmetric"), [("rtn", True), ("gptq", True), ("rtn", False), ("gptq", False)])
+def test_a_bitwidth_profile_loads_as_compressed_tensors_with_the_evaluators_logits(
+    compressor, symmetric, make_evaluator, tmp_path
+):
+    levels = {**BITWIDTH["levels"], "symmetric": symmetric}
+    compression = {**BITWIDTH, "compressor": compressor, "levels": levels}
+    evaluator = make_evaluator(model={"name": "pressroom:tiny-llama"}, compression=compression)
+    space = evaluator.space
+    cycle = [2, 3, 4, 8, 16]
+    profile = space.from_array([cycle[index % len(cycle)] for index in range(len(space.units))])
+    out = save_compressed_tensors(evaluator, profile, tmp_path / "ct")
+    # symmetric grids load with plain from_pretrained; asymmetric ones through the library (see LIBRARY)
+    loaded = _load_elsewhere(out, tmp_path, PLAIN if symmetric else LIBRARY)
+    assert loaded["class"] == "LlamaForCausalLM"
+    _check_bitwidth_checkpoint(evaluator, profile, out, loaded, LOGITS_ATOL)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(missing_packages(SMOLLM2) is not None, reason=str(missing_packages(SMOLLM2)))
+def test_a_symmetric_smollm2_profile_loads_with_plain_from_pretrained(make_evaluator, tmp_path):
+    # RTN (no calibration statistics) at 4 bits only, on the first two of its 30 blocks: the cheapest
+    # database and export on a real model (the model's conversion is cached for the session's other tests)
+    levels = {"choices": [4, 16], "group_size": 64, "symmetric": True, "exact_budget": False}  # 64 divides 576, 1536
+    include = ["model.layers.0.*", "model.layers.1.*"]
+    compression = {"scheme": "bitwidth", "target": 8.0, "compressor": "rtn", "levels": levels, "include": include}
+    evaluator = make_evaluator(model={"name": SMOLLM2}, compression=compression)
+    units = len(evaluator.space.units)
+    profile = evaluator.space.from_array([16 if index % 3 == 0 else 4 for index in range(units)])
+    out = save_compressed_tensors(evaluator, profile, tmp_path / "ct")
+    loaded = _load_elsewhere(out, tmp_path)
+    assert loaded["class"] == "LlamaForCausalLM" and loaded["layers"] == 30
+    _check_bitwidth_checkpoint(evaluator, profile, out, loaded, SMOLLM2_ATOL)
 
 
 def test_a_depth_profile_loads_as_a_smaller_model_with_the_dropped_models_outputs(make_evaluator, tmp_path):
@@ -183,13 +235,6 @@ def test_drops_of_parts_of_blocks_and_other_schemes_are_refused(make_evaluator, 
     with pytest.raises(ValueError, match=r"uses \[12\] bits, which pack-quantized cannot store; allowed: 1\.\.8"):
         save_compressed_tensors(evaluator, profile, tmp_path / "wide")
     assert not any((tmp_path / name).exists() for name in ("partial", "sparse", "wide"))
-
-
-@pytest.fixture(scope="module")
-def bitwidth_checkpoint(make_evaluator, tmp_path_factory):
-    evaluator = make_evaluator(model={"name": "pressroom:tiny-llama"}, compression=BITWIDTH)
-    profile = evaluator.space.from_array([4] * len(evaluator.space.units))
-    return save_compressed_tensors(evaluator, profile, tmp_path_factory.mktemp("plain") / "ct")
 
 
 def test_the_apply_command_writes_a_smaller_model_and_names_its_formats(make_evaluator, write_spec, run_cli, tmp_path):

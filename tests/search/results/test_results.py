@@ -253,6 +253,10 @@ def test_the_llm_compressor_recipe_has_the_shape_llm_compressor_reads():
         assert group["weights"]["strategy"] == "group" and group["weights"]["type"] == "int"
     dense = [name for name, b in values.items() if b == 16]
     assert not any(name in g["targets"] for g in groups.values() for name in dense)  # 16 bits stays dense
+    assert all(group["weights"]["symmetric"] is False for group in groups.values())  # the default grid
+    recipe = yaml.safe_load(write_profile(profile, bits, "llm-compressor", compressor="gptq", symmetric=True))
+    groups = recipe["pressroom_stage"]["quantization_modifiers"][LLMC_MODIFIERS["gptq"]]["config_groups"]
+    assert all(group["weights"]["symmetric"] is True for group in groups.values())
 
 
 def test_the_recipe_uses_whole_groups_everywhere_and_tied_projections_share_their_bits():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from search.cli import main
 from search.cli.common import read_spec
@@ -410,5 +411,30 @@ def test_bitwidth_ties_fused_projections_unless_told_not_to():
         for value in (None, True, False)
     }
     assert granularity == {None: "fused", True: "fused", False: "layer"}
+
+
+def test_a_symmetric_grid_is_another_search_and_database_but_asymmetric_keeps_the_old_keys():
+    bits = {"scheme": "bitwidth", "target": 4.0, "levels": {"group_size": 16}}
+    before = _fingerprint(compression=bits)
+    assert _fingerprint(compression={**bits, "levels": {"group_size": 16, "symmetric": False}}) == before
+    assert _fingerprint(compression={**bits, "levels": {"group_size": 16, "symmetric": True}}) != before
+    params = {
+        value: Spec.model_validate(
+            {"compression": {**bits, "levels": {"group_size": 16, "symmetric": value}}}
+        ).compression.database_params()
+        for value in (False, True)
+    }
+    assert params == {False: {"group_size": 16}, True: {"group_size": 16, "symmetric": True}}
     sparsity = Spec.model_validate({"compression": {"target": 0.5}}).compression
     assert sparsity.space_granularity() == "layer"
+
+
+def test_validate_notes_that_an_asymmetric_bitwidth_checkpoint_loads_in_vllm_not_transformers(tmp_path, cli):
+    for symmetric in (False, True):
+        levels = {"group_size": 16, "symmetric": symmetric}
+        path = tmp_path / f"bits-{symmetric}.yaml"
+        path.write_text(yaml.safe_dump({"compression": {"scheme": "bitwidth", "target": 4.0, "levels": levels}}))
+        code, _, err = cli("validate", str(path))
+        assert code == 0
+        noted = "loads but transformers' from_pretrained does not" in " ".join(err.split())
+        assert noted is not symmetric, err

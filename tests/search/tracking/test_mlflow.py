@@ -28,8 +28,8 @@ from search.driver.run import SearchOutcome, run_search
 from search.results.best import record_space
 from search.secrets import expand_env
 from search.spec.config import load_spec, load_spec_text
-from search.storage.study import SPACE, SPEC, SearchStudy, connect
-from search.tracking.model_registry import register_best
+from search.storage.study import BEST, HELDOUT, SPACE, SPEC, SearchStudy, connect
+from search.tracking.model_registry import TAG_FORMAT, register_best
 from search.tracking.tracker import (
     MODEL_TRAINING,
     TAG_ALGORITHM,
@@ -271,6 +271,7 @@ def test_a_study_searched_without_mlflow_gets_one_run_that_every_registration_lo
     assert run.data.tags[TAG_FINGERPRINT] == spec.fingerprint() and run.data.tags[TAG_STUDY] == spec.study_name
     assert run.data.tags[TAG_TARGET] == "sparsity 0.5" and experiment.tags[TAG_EXPERIMENT_KIND] == MODEL_TRAINING
     assert [client.get_model_version("untracked", v).run_id for v in ("1", "2")] == [run.info.run_id] * 2
+    assert client.get_model_version("untracked", "1").tags[TAG_FORMAT] == "dense"  # sparsity: no packed format
     saved = client.download_artifacts(run.info.run_id, "profile.json", str(tmp_path))
     assert Profile.from_json(Path(saved).read_text()) == profile
 
@@ -314,3 +315,54 @@ def test_register_of_an_unknown_study_is_one_clear_error(run_cli, tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip() == "error: no study 'nope' in this storage; studies: none"
+
+
+SYMMETRIC_BITS = {
+    "scheme": "bitwidth", "target": 6.0, "compressor": "rtn",
+    "levels": {"choices": [4, 8, 16], "group_size": 16, "symmetric": True},
+}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("compression", [SYMMETRIC_BITS, {"scheme": "drop", "target": 0.5}], ids=["bits", "drop"])
+def test_register_logs_the_compressed_tensors_checkpoint_that_mlflow_loads_and_runs(
+    compression, mlflow_server, make_evaluator, cache_dir, tmp_path, monkeypatch
+):
+    import mlflow
+
+    mlflow_spec = {"enabled": False, "tracking_uri": mlflow_server, "experiment": "compressed"}
+    data = tiny_search(cache_dir, compression=compression, mlflow=mlflow_spec)
+    spec = load_spec_text(yaml.safe_dump(data))
+    evaluator = make_evaluator(**{key: data[key] for key in ("model", "compression", "data", "seed")})
+    profile = evaluator.space.sample(np.random.default_rng(5))
+    levels = [int(profile[name]) for name in evaluator.space.names]
+    answer = {"levels": levels, "fitness": 0.5, "algorithm": "evopress"}
+    attrs = {SPEC: spec.public_dict(), SPACE: record_space(evaluator.space), BEST: answer}
+    attrs[HELDOUT] = {"best": {"fitness": 0.625, "perplexity": 41.5}}
+    url = f"sqlite:///{tmp_path}/compressed.db"
+    study = SearchStudy.open(connect(url), spec.study_name, fingerprint=spec.fingerprint(), attrs=attrs)
+    trial = {"member": 0, "generation": 1, "algorithm": "evopress", "levels": levels}
+    study.storage.create_new_trial(study.id, create_trial(state=TrialState.COMPLETE, value=0.5, user_attrs=trial))
+
+    done = register_best(url, spec.study_name, "compressed", tracking_uri=mlflow_server)
+    version = _client(mlflow_server).get_model_version("compressed", done.version)
+    assert version.tags[TAG_FORMAT] == "compressed-tensors" and version.run_id == done.run_id
+    assert "Held-out: fitness 0.625, perplexity 41.5." in version.description
+    assert f"Logged in the search's MLflow run {done.run_id}." in version.description
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # what models:/ URIs resolve against
+    uri = f"models:/compressed/{done.version}"
+    registered = mlflow.transformers.load_model(uri, return_type="components")["model"]
+    saved = Path(mlflow.artifacts.download_artifacts(f"{uri}/{PROFILE_FILE}", dst_path=str(tmp_path)))
+    assert Profile.from_json(saved.read_text()) == profile
+    pins = Path(mlflow.artifacts.download_artifacts(f"{uri}/requirements.txt", dst_path=str(tmp_path))).read_text()
+    if compression is SYMMETRIC_BITS:  # packed integers, which transformers decompresses with compressed-tensors
+        assert registered.config.to_dict()["quantization_config"]["format"] == "pack-quantized"
+        assert "compressed-tensors==" in pins
+    else:  # a shallower model
+        assert registered.config.num_hidden_layers == 4 - sum(levels)
+    evaluator.apply(profile)
+    ids = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = evaluator.model(input_ids=ids, use_cache=False).logits
+        torch.testing.assert_close(registered(input_ids=ids).logits, expected, rtol=0, atol=1e-4)
