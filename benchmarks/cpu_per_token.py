@@ -115,7 +115,7 @@ class TreeSampler(threading.Thread):
             try:
                 times = proc.cpu_times()
                 title = proc.cmdline()[:1]
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            except psutil.Error:  # gone, or not ours to read, since it was listed
                 continue
             self._last[proc.pid] = times.user + times.system
             if title and title[0].startswith(ACTOR_TITLE):
@@ -203,7 +203,7 @@ def measure(model: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     first = min(epoch(t.datetime_start) for t in trials if t.datetime_start is not None)
     last = max(epoch(t.datetime_complete) for t in trials if t.datetime_complete is not None)
     begin, end, total = sampler.at(first), sampler.at(last), sampler.groups(len(sampler.samples) - 1)
-    window = {key: end[key] - begin[key] for key in end}
+    window = {key: max(end[key] - begin[key], 0.0) for key in end}  # no -0.0 from rounding
     search_cpu = sum(window.values())
     dense = dense_cpu_per_token(path, sizes, args.repeats)
     return {
