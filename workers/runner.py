@@ -179,11 +179,15 @@ class EvaluatorRunner:
             payload: see the module docstring; `task_payload` builds one.
 
         Returns:
-            ``{"fitness": float | None, "tokens": int, "seconds": float, "switched": int,
-            "perplexity": float | None, "data": {...}, "worker": "<host>:<pid>[:<gpu>][@<node>]"}``;
-            fitness, tokens, switched and perplexity come from the evaluation (None, 0, 0, None
-            for statistics jobs), ``data`` is a statistics job's output ({} for evaluations),
-            and ``seconds`` is the wall time of the whole job on this worker.
+            ``{"fitness": float | None, "tokens": int, "seconds": float, "cpu_seconds": float,
+            "switched": int, "perplexity": float | None, "data": {...},
+            "worker": "<host>:<pid>[:<gpu>][@<node>]"}``; fitness, tokens, switched and
+            perplexity come from the evaluation (None, 0, 0, None for statistics jobs), ``data``
+            is a statistics job's output ({} for evaluations), ``seconds`` is the wall time of
+            the whole job on this worker and ``cpu_seconds`` the CPU time this process spent
+            meanwhile, all its threads together (torch's intra-op pool included; an actor runs
+            one task at a time, so it is this job's cost plus whatever Ray's own threads in the
+            process did during it).
 
         Raises:
             ValueError: a malformed payload, levels that do not fit the space, or parameters
@@ -192,13 +196,14 @@ class EvaluatorRunner:
         _check_payload(payload)
         job = Job(payload["job"])
         fidelity = Fidelity.from_dict(dict(payload["fidelity"]))
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         if job is Job.EVALUATE:
             result = self.evaluator.evaluate(self.space.from_array(payload["levels"]), fidelity)
             return {
                 "fitness": float(result.fitness),
                 "tokens": int(result.tokens),
                 "seconds": time.perf_counter() - start,
+                "cpu_seconds": time.process_time() - cpu,
                 "switched": int(result.switched),
                 "perplexity": None if result.perplexity is None else float(result.perplexity),
                 "data": {},
@@ -215,6 +220,7 @@ class EvaluatorRunner:
             "fitness": None,
             "tokens": 0,
             "seconds": time.perf_counter() - start,
+            "cpu_seconds": time.process_time() - cpu,
             "switched": 0,
             "perplexity": None,
             "data": data,

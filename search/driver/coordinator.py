@@ -261,12 +261,13 @@ class Coordinator:
             self.counters.tokens += result.tokens
             self.counters.eval_seconds += result.seconds
         if candidate.job == "evaluate":
+            cpu = float(value.get("cpu_seconds", 0.0))  # the worker process's CPU time on the task
             evaluation = Evaluation(
                 candidate.id, candidate.member, candidate.stage, result.fitness, result.tokens, result.seconds,
-                worker, TrialState.RUNNING,
+                worker, TrialState.RUNNING, cpu,
             )  # fmt: skip
             attrs = {"stage": candidate.stage, "worker": worker, "seconds": round(result.seconds, 4),
-                     "tokens": result.tokens}  # fmt: skip
+                     "cpu_seconds": round(cpu, 4), "tokens": result.tokens}  # fmt: skip
             if result.error:
                 attrs["last_error"] = result.error[:500]
             if outcome.attempts > 1:

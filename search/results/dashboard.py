@@ -71,10 +71,13 @@ class FigurePublisher:
         space: the search space (to draw profiles).
         folder: the artifact folder (created if missing).
         interval_s: the least time between two redraws during the search (and before the first);
-            the end of the search always draws.
+            the end of the search always draws. A redraw costs the driver about 0.5 CPU-s (the
+            sensitivity fit over every trial so far, three figures): every 15 s that was about
+            1.7 % of a 2-worker search's CPU, every 60 s it is 0.4 % (docs/benchmarks.md, "CPU
+            per forwarded token").
     """
 
-    def __init__(self, study: optuna.Study, space: Space, folder: Path, *, interval_s: float = 15.0) -> None:
+    def __init__(self, study: optuna.Study, space: Space, folder: Path, *, interval_s: float = 60.0) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.study = study
         self.space = space

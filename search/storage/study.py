@@ -100,11 +100,12 @@ class Evaluation:
     seconds: float
     worker: str
     trial_state: TrialState
+    cpu_seconds: float = 0.0  # the worker process's CPU time on it (0 in records from before it was kept)
 
     def to_attr(self) -> dict[str, Any]:
         return {
-            "id": self.id, "stage": self.stage, "fitness": self.fitness,
-            "tokens": self.tokens, "seconds": round(self.seconds, 4), "worker": self.worker,
+            "id": self.id, "stage": self.stage, "fitness": self.fitness, "tokens": self.tokens,
+            "seconds": round(self.seconds, 4), "cpu_seconds": round(self.cpu_seconds, 4), "worker": self.worker,
         }  # fmt: skip
 
 
@@ -174,6 +175,7 @@ class SearchStudy:
                 out[int(record["id"])] = Evaluation(
                     int(record["id"]), member, int(record["stage"]), record["fitness"], int(record["tokens"]),
                     float(record["seconds"]), str(record["worker"]), trial.state,
+                    float(record.get("cpu_seconds", 0.0)),
                 )  # fmt: skip
         return out
 

@@ -40,6 +40,7 @@ EXPECTED: dict[str, list[str]] = {
     "gpu_check": [r"no CUDA, skipped|all CUDA checks passed"],  # CI has no GPU
     "db_open": [r"\nopen \(manifest, sizes\)\s+\d+\.\d+\n", r"\nfull hash \(verify-db; [^)]*\)\s+\d+\.\d+\n"],
     "db_build": [r"\nRay, 2 workers\s+\d+\.\d+\s+\d+\.\d+x\n", r"same manifest \([^)]*\): yes"],
+    "cpu_per_token": [r"\n\| tiny-llama \| (?:-?[\d.,]+ \| ){9}\d+\.\d\d \|"],  # its ratio column
 }
 #: Parts that a flag adds, and the line each prints.
 FLAG_EXPECTED = {
@@ -55,6 +56,7 @@ SERVICES = {
     "tokens_curve": [pytest.mark.ray],
     "quality_smollm2": [pytest.mark.ray],
     "db_build": [pytest.mark.ray],
+    "cpu_per_token": [pytest.mark.ray],
 }
 FORBIDDEN = {
     "db_build": r"same manifest [^:]*: NO",

@@ -36,7 +36,7 @@ def test_evaluate_matches_the_evaluator(evaluator, runner):
         assert json.loads(json.dumps(result)) == result  # JSON-able as it is
         assert result["fitness"] == expected.fitness
         assert result["tokens"] == 512 and result["data"] == {} and result["perplexity"] is None
-        assert result["switched"] > 0 and result["seconds"] > 0
+        assert result["switched"] > 0 and result["seconds"] > 0 and result["cpu_seconds"] > 0
         host, pid = result["worker"].split(":")
         assert host and int(pid) > 0
 

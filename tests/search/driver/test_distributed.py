@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from search.driver.run import run_search
 from search.spec.config import load_spec
-from search.storage.study import BEST, CHECKPOINT
+from search.storage.study import BEST, CHECKPOINT, EVALUATIONS
 
 pytestmark = [pytest.mark.ray, pytest.mark.postgres, pytest.mark.slow]
 
@@ -108,6 +108,9 @@ def test_a_search_on_ray_records_every_evaluation_in_postgres(write_spec, postgr
     assert states[TrialState.COMPLETE] == 4 * 3  # 2 survivors + the parent, per generation
     workers = {t.user_attrs["worker"] for t in trials}
     assert len(workers) == 2, workers  # both workers took part
+    # the CPU time each worker process spent on each evaluation, in the trial and in every record
+    assert all(t.user_attrs["cpu_seconds"] > 0 for t in trials)
+    assert all(r["cpu_seconds"] > 0 for t in trials for r in t.user_attrs[EVALUATIONS])
     attrs = _study(postgres_url, "integration").user_attrs
     assert attrs[BEST]["fitness"] == outcome.best_fitness == algorithm.best[1]
     assert set(outcome.heldout) == {"uniform", "best"}
