@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
 from benchmarks.llmc.side import LLMCOMPRESSOR, READY, TORCH, check_recipe
 from evaluators import build_space, load_model, take_inventory
 from evaluators.config import CompressionSpec, ModelSpec
-from search.results.exports import LLMC_MODIFIERS
+from search.results.exports import LLMC_MODIFIERS, write_profile
 
 ROOT = Path(__file__).resolve().parents[3]
 BITS = [2, 3, 4, 8, 16]
@@ -87,3 +88,22 @@ def test_two_processes_creating_the_side_virtualenv_at_once_create_it_once(tmp_p
     assert found[0] == found[1] and Path(found[0]).is_file()  # the same virtualenv's python
     assert log.read_text().splitlines() == [TORCH, LLMCOMPRESSOR]  # installed once, torch first
     assert (Path(found[0]).parents[1] / READY).is_file()
+
+
+@pytest.mark.parametrize("case", ["gptq", "rtn-channel"])
+def test_the_recipe_config_groups_are_valid_compressed_tensors_schemes(case, tiny_llama):
+    """The schema check that needs no side virtualenv: llm-compressor builds each config group
+    into compressed-tensors' `QuantizationScheme`, which pressroom's environment has (0.20)."""
+    from compressed_tensors.quantization import QuantizationScheme
+
+    _, loaded = tiny_llama
+    compressor, compression = CASES[case]
+    spec = CompressionSpec.model_validate({**compression, "compressor": compressor})
+    space = build_space(take_inventory(loaded.model, spec), spec, loaded.fingerprint)
+    profile = space.from_array([BITS[index % len(BITS)] for index in range(len(space.units))])
+    recipe = yaml.safe_load(write_profile(profile, space, "llm-compressor", compressor=compressor))
+    modifier = recipe["pressroom_stage"]["quantization_modifiers"][LLMC_MODIFIERS[compressor]]
+    for group in modifier["config_groups"].values():
+        scheme = QuantizationScheme.model_validate(group)
+        assert scheme.weights is not None and scheme.weights.strategy in ("group", "channel")
+        assert scheme.weights.group_size in (compression["levels"]["group_size"], None)
