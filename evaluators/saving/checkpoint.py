@@ -208,7 +208,7 @@ def save_compressed_tensors(evaluator: Evaluator, profile: Profile, out: Path) -
 
     Raises:
         ValueError: `out` is not a new or empty folder; another scheme (sparsity and mixed
-            profiles have no compressed-tensors format a serving engine speeds up); bits
+            profiles: compressed-tensors dropped its sparse formats in 0.15, docs/results.md); bits
             pack-quantized cannot store; drops of parts of blocks.
     """
     from .export import PROFILE_FILE
@@ -231,8 +231,9 @@ def save_compressed_tensors(evaluator: Evaluator, profile: Profile, out: Path) -
         model.save_pretrained(out)
     else:
         raise ValueError(
-            f"--format {FORMAT} writes bitwidth and drop profiles, not {scheme!r} ones; save {scheme} "
-            f"profiles without --format (dense weights with zeros)"
+            f"--format {FORMAT} writes bitwidth and drop profiles, not {scheme!r} ones: compressed-tensors "
+            f"has no sparse format since 0.15 (nor do transformers or vLLM load one); save {scheme} profiles "
+            f"without --format (dense weights with zeros)"
         )
     evaluator.loaded.tokenizer.save_pretrained(out)
     (out / PROFILE_FILE).write_text(profile.to_json() + "\n")

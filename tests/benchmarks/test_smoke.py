@@ -39,6 +39,7 @@ EXPECTED: dict[str, list[str]] = {
     "quality_smollm2": [r'"heldout_mean": \d', r"\n\| evopress \| \d"],
     "gpu_check": [r"no CUDA, skipped|all CUDA checks passed"],  # CI has no GPU
     "db_open": [r"\nopen \(manifest, sizes\)\s+\d+\.\d+\n", r"\nfull hash \(verify-db; [^)]*\)\s+\d+\.\d+\n"],
+    "llmc_oneshot": [r"\n\| pressroom:tiny-llama \| gptq \| 28 \| \d+ \| \d+\.\d \| yes \|"],
     "db_build": [r"\nRay, 2 workers\s+\d+\.\d+\s+\d+\.\d+x\n", r"same manifest \([^)]*\): yes"],
     "cpu_per_token": [r"\n\| tiny-llama \| (?:-?[\d.,]+ \| ){9}\d+\.\d\d \|"],  # its ratio column
 }
