@@ -181,9 +181,10 @@ class EvaluatorRunner:
         Returns:
             ``{"fitness": float | None, "tokens": int, "seconds": float, "switched": int,
             "perplexity": float | None, "data": {...}, "worker": "<host>:<pid>[:<gpu>][@<node>]"}``;
-            fitness, tokens, switched and perplexity come from the evaluation (None, 0, 0, None
-            for statistics jobs), ``data`` is a statistics job's output ({} for evaluations),
-            and ``seconds`` is the wall time of the whole job on this worker.
+            fitness, switched and perplexity come from the evaluation (None, 0, None for other
+            jobs); ``tokens`` is what it forwarded (a statistics job's passes; 0 for a latency
+            job); ``data`` is a statistics job's output ({} for evaluations), and ``seconds``
+            is the wall time of the whole job on this worker.
 
         Raises:
             ValueError: a malformed payload, levels that do not fit the space, or parameters
@@ -205,6 +206,7 @@ class EvaluatorRunner:
                 "worker": self.worker,
             }
         params = dict(payload.get("params") or {})
+        forwarded = self.evaluator.statistics_forwarded
         if job is Job.LATENCY:
             levels = payload.get("levels")
             profile = None if levels is None else self.space.from_array(levels)
@@ -213,7 +215,7 @@ class EvaluatorRunner:
             data = run_job(self.evaluator, job, params, fidelity)
         return {
             "fitness": None,
-            "tokens": 0,
+            "tokens": self.evaluator.statistics_forwarded - forwarded,
             "seconds": time.perf_counter() - start,
             "switched": 0,
             "perplexity": None,
