@@ -13,9 +13,9 @@ tokens each warm or skip run needed to reach the cold runs' mean final held-out 
 fraction of the cold runs' mean tokens (the goal of docs/benchmarks.md: at most 0.5), and
 whether warm EvoPress ended no worse than the DP.
 `--smoke` is the smallest setting, for CI: quality_causal's smoke model, data and schedule, one
-seed, 4 points, and 140,000 tokens per run (the DP's statistics pass, which the warm start
-pays, counts 131,072 of them), so the warm runs get one generation; the same methods, the same
-lines.
+seed, 4 points, and 16,000 tokens per run (the DP's statistics pass, which the warm start
+pays, is the smoke data's 1,024 statistics tokens), a few generations each; the same methods,
+the same lines.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="smallest setting (overrides the sizes), for CI")
     args = parser.parse_args()
     if args.smoke:
-        args.train_seconds, args.budget, args.seeds, args.points = 5, 140_000, 1, 4
+        args.train_seconds, args.budget, args.seeds, args.points = 5, 16_000, 1, 4
     folder = CACHE / f"tiny-lm-{int(args.train_seconds)}s"
     if not (folder / "config.json").exists():
         facts = train(folder, args.train_seconds)

@@ -129,6 +129,9 @@ class Evaluator:
             }
             self.teacher_model = self._share_dense()
         self._current: dict[str, int | None] = dict.fromkeys(self._modules)
+        #: Tokens the statistics jobs (layer errors, OWL ratios, the relaxation) have forwarded so
+        #: far: one pass of ``data.stats_tokens`` per group of blocks `collect_stats` gathers.
+        self.statistics_forwarded = 0
         self._orders: dict[str, torch.Tensor] = {}
         self._block_of = {layer.name: layer.block for layer in self.inventory.layers}
         self.prefix = PrefixCache(find_blocks(self.model, list(self._modules)), spec.data.prefix_cache_mb << 20)
@@ -343,6 +346,7 @@ class Evaluator:
         batch = self.data.first(self.spec.data.stats_tokens)
         self.apply(None)
         for group in collect_stats(self.model, self._modules, self.inventory.layers, batch, hessian=True):
+            self.statistics_forwarded += batch.tokens
             for name, stats in group.items():
                 assert stats.hessian is not None
                 dense = weight_view(self._modules[name]).float().clone()
@@ -363,6 +367,7 @@ class Evaluator:
         batch = self.data.first(self.spec.data.stats_tokens)
         stats: dict[str, Any] = {}
         for group in collect_stats(self.model, self._modules, self.inventory.layers, batch, hessian=False):
+            self.statistics_forwarded += batch.tokens
             stats.update(group)
         ratios = owl_outlier_ratios(self._modules, self.inventory.layers, stats, m)  # on the dense weights
         self.restore(saved)

@@ -181,13 +181,13 @@ class EvaluatorRunner:
         Returns:
             ``{"fitness": float | None, "tokens": int, "seconds": float, "cpu_seconds": float,
             "switched": int, "perplexity": float | None, "data": {...},
-            "worker": "<host>:<pid>[:<gpu>][@<node>]"}``; fitness, tokens, switched and
-            perplexity come from the evaluation (None, 0, 0, None for statistics jobs), ``data``
-            is a statistics job's output ({} for evaluations), ``seconds`` is the wall time of
-            the whole job on this worker and ``cpu_seconds`` the CPU time this process spent
-            meanwhile, all its threads together (torch's intra-op pool included; an actor runs
-            one task at a time, so it is this job's cost plus whatever Ray's own threads in the
-            process did during it).
+            "worker": "<host>:<pid>[:<gpu>][@<node>]"}``; fitness, switched and perplexity come
+            from the evaluation (None, 0, None for other jobs); ``tokens`` is what it forwarded
+            (a statistics job's passes; 0 for a latency job); ``data`` is a statistics job's
+            output ({} for evaluations), ``seconds`` is the wall time of the whole job on this
+            worker and ``cpu_seconds`` the CPU time this process spent meanwhile, all its threads
+            together (torch's intra-op pool included; an actor runs one task at a time, so it is
+            this job's cost plus whatever Ray's own threads in the process did during it).
 
         Raises:
             ValueError: a malformed payload, levels that do not fit the space, or parameters
@@ -210,6 +210,7 @@ class EvaluatorRunner:
                 "worker": self.worker,
             }
         params = dict(payload.get("params") or {})
+        forwarded = self.evaluator.statistics_forwarded
         if job is Job.LATENCY:
             levels = payload.get("levels")
             profile = None if levels is None else self.space.from_array(levels)
@@ -218,7 +219,7 @@ class EvaluatorRunner:
             data = run_job(self.evaluator, job, params, fidelity)
         return {
             "fitness": None,
-            "tokens": 0,
+            "tokens": self.evaluator.statistics_forwarded - forwarded,
             "seconds": time.perf_counter() - start,
             "cpu_seconds": time.process_time() - cpu,
             "switched": 0,

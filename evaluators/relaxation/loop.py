@@ -119,6 +119,7 @@ def relax(evaluator: Evaluator, config: RelaxParams, fidelity: Fidelity) -> dict
             sampled = relaxed.probabilities(tau, shift, generator)
             batch = evaluator.data.batch(Fidelity(fidelity.tokens, (*fidelity.batch, step), fidelity.split))
             key = (fidelity.split, (*fidelity.batch, step), fidelity.tokens)
+            evaluator.statistics_forwarded += batch.tokens
             optimizer.zero_grad(set_to_none=True)
             weights = relaxed.weights(sampled)
             value, grads = _fitness_gradients(evaluator, weights, batch, key)

@@ -50,8 +50,9 @@ class QueueAlgorithm(Algorithm):
     """An `Algorithm` whose work goes through one queue.
 
     Candidates are created with `_enqueue(self._candidate(...))`; `ask` hands them out in
-    creation order. A failed result is asked again under a new id (same member, stage and
-    fidelity) up to `max_retries` times; after that an evaluation settles at +inf and a
+    creation order. An evaluation's tokens count as asked when it is created; a statistics
+    job's, when its result reports what it forwarded. A failed result is asked again under a
+    new id (same member, stage and fidelity) up to `max_retries` times; after that an evaluation settles at +inf and a
     statistics job raises, since no later step can do without its output. After
     `load_state_dict`, candidates that were asked but not told are asked again, under the
     same ids, before anything new.
@@ -106,6 +107,8 @@ class QueueAlgorithm(Algorithm):
             if result.id in self._unasked:  # told before it was asked again after a restore
                 self._unasked.remove(result.id)
             attempt = self._attempt.pop(result.id, 0)
+            if candidate.job != "evaluate":  # an evaluation's tokens were counted when asked
+                self.tokens_asked += result.tokens  # what the statistics job reports it forwarded
             if not failed(candidate, result):
                 fitness = math.inf if result.fitness is None else float(result.fitness)
                 self._resolve(candidate, result, fitness)

@@ -26,7 +26,8 @@ logger = logging.getLogger(__name__)
 
 #: Tokens of a final evaluation: the reference sparsity schedule's last stage.
 FINAL_TOKENS = 65536
-#: Calibration tokens a statistics pass forwards (64 sequences of 2,048).
+#: Tokens a statistics job names in its fidelity (the reference's 64 sequences of 2,048). The
+#: worker forwards its spec's ``data.stats_tokens`` and reports that; `tokens_asked` counts the report.
 STATISTICS_TOKENS = 131072
 
 

@@ -95,7 +95,7 @@ class DASS(OneShot):
     one-level cost of the units: the worker divides the cost gap by it, so ``rho`` reads in
     "levels per unit"). The worker returns ``data={"logits": [[...] per unit],
     "expected_cost": float, "target_cost": float, "trace": [...]}``. The gradient steps'
-    tokens (steps x tokens_per_step) count in `tokens_asked`.
+    tokens (steps x tokens_per_step, as the worker reports them) count in `tokens_asked`.
 
     History: the relaxed expected average (sparsity, bits or dropped share, under the final
     distribution) against the target and their ``relative_gap``, the rounded profile's exact
@@ -157,11 +157,9 @@ class DASS(OneShot):
             cost_scale=self.cost_scale,
             seed=self.seed,
         )
-        job = self._candidate(None, Fidelity(c.tokens_per_step, batch=FIXED_BATCH), job=Job.RELAX, params=params)
-        # The relaxation forwards (and back-propagates) its steps' tokens: count them, so a
-        # comparison at equal tokens charges DASS for its search, not only for the answer.
-        self.tokens_asked += c.steps * c.tokens_per_step
-        return job
+        # The relaxation forwards (and back-propagates) its steps' tokens: the worker reports
+        # them and `tell` counts them, so a comparison at equal tokens charges DASS for its search.
+        return self._candidate(None, Fidelity(c.tokens_per_step, batch=FIXED_BATCH), job=Job.RELAX, params=params)
 
     def _choose(self, data: Mapping[str, Any] | None) -> tuple[Profile, dict[str, Any]]:
         data = data or {}

@@ -64,8 +64,8 @@ class EvoPressConfig:
         max_retries: retries of a failed evaluation before it counts as +inf.
         start: the first parent. ``auto``: the uniform profile, else the best of `init_samples`
             random ones; ``uniform``: the uniform profile (an error without one); ``owl`` or
-            ``dp``: OWL's or the additive DP's profile, from one statistics job (its
-            `STATISTICS_TOKENS` calibration tokens count as asked); a mapping unit name -> level:
+            ``dp``: OWL's or the additive DP's profile, from one statistics job (the tokens the
+            worker reports it forwarded count as asked); a mapping unit name -> level:
             that profile, which must meet the budget (and the constraint, if any). A profile file
             path is read by the driver (`search.driver.warm.start_file_read`) into such a mapping.
         skip_margin: None (the reference): the parent runs in the last stage only. A number m >= 0:
@@ -267,7 +267,6 @@ class EvoPress(StagedSearch):
                 job = self._candidate(None, fidelity, job=Job.OWL_SCORES, params=OwlParams(OWLConfig().M))
             else:
                 job = self._candidate(None, fidelity, job=Job.LAYER_ERRORS)
-            self.tokens_asked += STATISTICS_TOKENS  # a calibration pass: the budget counts it
             self._enqueue(job)
             self._start_job = "asked"
 

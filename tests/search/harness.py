@@ -19,6 +19,8 @@ import numpy as np
 from search.algorithms import Algorithm, Candidate, Result, candidate_to_dict
 from spaces import BitwidthScheme, DropScheme, Fidelity, LayerInfo, Space, SparsityScheme
 
+#: Tokens a synthetic statistics pass (layer errors, OWL ratios) reports as forwarded.
+STATS_TOKENS = 2048
 SHAPES = ((32, 32), (32, 64), (64, 64), (64, 128), (128, 128))
 
 
@@ -136,7 +138,10 @@ class Problem:
             levels = [candidate.profile[n] for n in self.space.names]
             return Result(candidate.id, self.observe(levels, candidate.fidelity), tokens=candidate.fidelity.tokens)
         jobs = {"layer_errors": self.layer_errors, "owl_scores": self.owl_scores, "relax": self.relax}
-        return Result(candidate.id, None, data=jobs[candidate.job]())
+        # What a worker reports it forwarded: one statistics pass, or the relaxation's steps.
+        steps = int(candidate.params["steps"]) if candidate.job == "relax" else 1
+        tokens = steps * (candidate.fidelity.tokens if candidate.job == "relax" else STATS_TOKENS)
+        return Result(candidate.id, None, tokens=tokens, data=jobs[candidate.job]())
 
     def layer_errors(self) -> dict[str, Any]:
         # Each unit measured alone, every other unit at level 0: its additive cost plus what a

@@ -52,7 +52,11 @@ def test_heldout_evaluation_reports_perplexity(evaluator, runner):
 
 def test_statistics_jobs_go_to_run_job(evaluator, runner, monkeypatch):
     result = runner.run(task_payload("owl_scores", None, Fidelity(256), {"M": 5.0}))
-    assert result["fitness"] is None and result["tokens"] == 0 and result["switched"] == 0
+    # The statistics pass forwards data.stats_tokens once (the tiny model's layers fit one group),
+    # whatever the fidelity names, and the result says so: the coordinator charges it to the run.
+    stats_tokens = runner.evaluator.spec.data.stats_tokens
+    assert result["fitness"] is None and result["tokens"] == stats_tokens and result["switched"] == 0
+    assert runner.run(task_payload("layer_errors", None, Fidelity(256)))["tokens"] == stats_tokens
     assert result["data"] == run_job(evaluator, "owl_scores", {"M": 5.0}, Fidelity(256))
 
     calls = []
@@ -64,7 +68,7 @@ def test_statistics_jobs_go_to_run_job(evaluator, runner, monkeypatch):
     monkeypatch.setattr(runner_module, "run_job", fake_run_job)
     result = runner.run(task_payload("relax", None, Fidelity(128, (3,)), {"steps": 2}))
     assert calls == [("relax", {"steps": 2}, Fidelity(128, (3,)))]
-    assert result["data"] == {"logits": [[0.0]]}
+    assert result["data"] == {"logits": [[0.0]]} and result["tokens"] == 0  # the stand-in forwarded nothing
 
 
 @pytest.mark.parametrize(

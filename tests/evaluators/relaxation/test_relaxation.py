@@ -108,7 +108,9 @@ def test_a_one_hot_relaxation_is_the_discrete_model(make_evaluator, model, compr
     algo = DASS(space, DASSConfig(steps=1, lr=1e-9, tau_start=1.0, tau_end=1.0, rho=0.0))
     [job] = algo.ask(1)
     params = {**job.params, "init_logits": peaked}
+    forwarded = evaluator.statistics_forwarded
     data = run_job(evaluator, "relax", params, Fidelity(256, (9,)))
+    assert evaluator.statistics_forwarded - forwarded == 256  # one step of 256 tokens, reported to the run
     expected = evaluator.evaluate(profile, Fidelity(256, (9, 0))).fitness
     assert data["trace"][0]["fitness"] == pytest.approx(expected, rel=1e-5, abs=1e-9)
     assert data["expected_cost"] == pytest.approx(space.cost(profile), abs=1e-6 * max(1.0, algo.cost_scale))

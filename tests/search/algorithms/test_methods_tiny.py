@@ -73,10 +73,11 @@ class EvaluatorWorker:
         if candidate.job == "evaluate":
             result = self.evaluator.evaluate(candidate.profile, candidate.fidelity)
             return Result(candidate.id, result.fitness, tokens=result.tokens, seconds=result.seconds)
+        forwarded = self.evaluator.statistics_forwarded
         data = run_job(self.evaluator, candidate.job, dict(candidate.params), candidate.fidelity)
         if candidate.job == "relax":
             self.relax.append(data)
-        return Result(candidate.id, None, data=data)
+        return Result(candidate.id, None, tokens=self.evaluator.statistics_forwarded - forwarded, data=data)
 
 
 def test_every_method_has_a_tiny_configuration() -> None:

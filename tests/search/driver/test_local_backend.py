@@ -16,7 +16,7 @@ import json, sys
 from search.driver.compare import compare, summarize
 from search.spec.config import load_spec_text
 spec = load_spec_text(open(sys.argv[1]).read())
-runs = compare(spec, ["evopress", "uniform"], budget_tokens=8192, seeds=1)
+runs = compare(spec, ["evopress", "uniform", "dp"], budget_tokens=8192, seeds=1)
 print(json.dumps({"rows": summarize(runs), "ray": "ray" in sys.modules, "mlflow": "mlflow" in sys.modules}))
 """
 
@@ -33,10 +33,12 @@ def test_compare_runs_in_process_without_ray_or_mlflow(tmp_path):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["ray"] is False and result["mlflow"] is False
     rows = {row["method"]: row for row in result["rows"]}
-    assert list(rows) == ["evopress", "uniform"]
+    assert list(rows) == ["evopress", "uniform", "dp"]
     for row in rows.values():  # the same kind of row as the Ray path gives
         assert row["seeds"] == 1 and row["heldout_mean"] > 0 and row["perplexity_mean"] > 1
     assert 0 < rows["evopress"]["tokens"] <= 8192 + 512
+    # The DP's statistics pass is charged what the worker forwarded: data.stats_tokens, once.
+    assert rows["dp"]["tokens"] == rows["uniform"]["tokens"] + spec["data"]["stats_tokens"]
 
 
 def test_a_bad_backend_is_one_error_at_validate(write_spec, run_cli):
