@@ -8,6 +8,7 @@ DASS relaxation) from the additive part alone, as a per-layer measurement would.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections.abc import Callable, Sequence
@@ -244,3 +245,21 @@ class Driver:
         twin = Driver(self.problem, self.seed, self.chunk, self.share, list(self.pool), list(self.asked))
         twin.rng.setstate(self.rng.getstate())
         return twin
+
+
+def strict_json(state: dict[str, Any]) -> dict[str, Any]:
+    """The state through strict JSON (no NaN or Infinity), as a database would store it."""
+    out: dict[str, Any] = json.loads(json.dumps(state, allow_nan=False))
+    return out
+
+
+def resume_in_lockstep(original: Algorithm, restored: Algorithm, driver: Driver) -> None:
+    """Load `original`'s state into `restored`, which re-asks what is in flight, then drive both
+    to the end in lockstep, checking that they ask the same candidates."""
+    restored.load_state_dict(strict_json(original.state_dict()))
+    twin = driver.copy()
+    assert len(restored.ask(len(driver.pool))) == len(driver.pool)
+    while not original.finished:
+        driver.step(original)
+        twin.step(restored)
+        assert twin.asked == driver.asked

@@ -8,22 +8,15 @@ answer is never worse than the parent on the search data, and a search resumes e
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
-from typing import Any
 
 import pytest
 
 from search.algorithms import AdditiveDP, EvoPress, EvoPressConfig
-from tests.search.harness import Driver, additive_problem, run, sparsity_space
+from tests.search.harness import Driver, additive_problem, resume_in_lockstep, run, sparsity_space, strict_json
 
 BASE = EvoPressConfig.preset("cpu-small", generations=8)
 STAGE0 = BASE.stages[0][1]
-
-
-def strict_json(state: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = json.loads(json.dumps(state, allow_nan=False))
-    return out
 
 
 @pytest.mark.parametrize("value", [-0.1, "0.1", True, float("nan"), float("inf")])
@@ -100,12 +93,6 @@ def test_a_search_with_a_skip_margin_resumes_exactly(steps: int) -> None:
     driver = Driver(problem, seed=steps, chunk=3)
     driver.run(original, steps=steps)
     restored = EvoPress(space, config, seed=999)
-    restored.load_state_dict(strict_json(original.state_dict()))
-    twin = driver.copy()
-    assert len(restored.ask(len(driver.pool))) == len(driver.pool)
-    while not original.finished:
-        driver.step(original)
-        twin.step(restored)
-        assert twin.asked == driver.asked
+    resume_in_lockstep(original, restored, driver)
     assert restored.finished and restored.best == original.best
     assert strict_json(restored.state_dict()) == strict_json(original.state_dict())

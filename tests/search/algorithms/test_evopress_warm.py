@@ -9,9 +9,7 @@ must meet the budget and the constraint, and a warm search resumes from a checkp
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
 import pytest
@@ -22,14 +20,18 @@ from search.algorithms.constraint import Constraint
 from search.driver.warm import check_start_file, prefer_start, start_file_read
 from spaces import Fidelity
 from tests.search.algorithms.test_methods_tiny import SPACES, TINY, TINY_LLAMA, EvaluatorWorker
-from tests.search.harness import STATS_TOKENS, Driver, additive_problem, bits_space, run, sparsity_space
+from tests.search.harness import (
+    STATS_TOKENS,
+    Driver,
+    additive_problem,
+    bits_space,
+    resume_in_lockstep,
+    run,
+    sparsity_space,
+    strict_json,
+)
 
 SMALL = EvoPressConfig.preset("cpu-small", generations=6)
-
-
-def strict_json(state: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = json.loads(json.dumps(state, allow_nan=False))
-    return out
 
 
 def a_feasible_profile(space, seed: int) -> dict[str, int]:
@@ -218,13 +220,7 @@ def test_a_warm_search_resumes_exactly(start: str, steps: int) -> None:
     driver.run(original, steps=steps)
 
     restored = EvoPress(space, config, seed=999)
-    restored.load_state_dict(strict_json(original.state_dict()))
-    twin = driver.copy()
-    assert len(restored.ask(len(driver.pool))) == len(driver.pool)
-    while not original.finished:
-        driver.step(original)
-        twin.step(restored)
-        assert twin.asked == driver.asked
+    resume_in_lockstep(original, restored, driver)
     assert restored.finished
     assert restored.best == original.best and restored.start == original.start
     assert strict_json(restored.state_dict()) == strict_json(original.state_dict())
