@@ -23,7 +23,7 @@ from ray.actor import ActorHandle
 from evaluators import EvaluatorSpec
 from evaluators.startup import start_line
 
-from .runner import DEVICES, DeviceChoice, EvaluatorRunner
+from .runner import DeviceChoice, EvaluatorRunner, pick_device
 
 logger = logging.getLogger(__name__)
 
@@ -100,13 +100,7 @@ def resolve_device(choice: str, gpu_ids: Sequence[int | str]) -> str:
         >>> resolve_device("auto", []), resolve_device("auto", [3])
         ('cpu', 'cuda')
     """
-    if choice not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, got {choice!r}")
-    if choice == "cuda" and not gpu_ids:
-        raise ValueError("device 'cuda' was asked for, but Ray assigned this actor no GPU (num_gpus=0)")
-    if choice == "auto":
-        return "cuda" if gpu_ids else "cpu"
-    return choice
+    return pick_device(choice, bool(gpu_ids), "Ray assigned this actor no GPU (num_gpus=0)")
 
 
 def threads_for(cpus: float) -> int:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from .outcome import Outcome, error_line
-from .runner import DEVICES, EvaluatorRunner
+from .runner import EvaluatorRunner, pick_device
 
 logger = logging.getLogger(__name__)
 
@@ -43,13 +43,10 @@ def local_device(choice: str) -> str:
         >>> local_device("cpu")
         'cpu'
     """
-    if choice not in DEVICES:
-        raise ValueError(f"workers.device must be one of {DEVICES}, got {choice!r}")
-    if choice == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise ValueError("workers.device 'cuda' was asked for, but torch sees no CUDA GPU here")
-    return choice
+    try:
+        return pick_device(choice, torch.cuda.is_available(), "torch sees no CUDA GPU here")
+    except ValueError as exc:
+        raise ValueError(f"workers.{exc}") from None
 
 
 class LocalPool:

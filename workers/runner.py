@@ -42,6 +42,28 @@ logger = logging.getLogger(__name__)
 #: Where a worker runs: "auto" (CUDA where there is a GPU for it, else CPU), "cpu" or "cuda".
 DeviceChoice = Literal["auto", "cpu", "cuda"]
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+
+
+def pick_device(choice: str, has_gpu: bool, no_gpu: str) -> str:
+    """The torch device for a worker's `choice` ("auto", "cpu" or "cuda"), given whether a GPU is
+    there for it; `no_gpu` says why there is none, for the error.
+
+    Raises:
+        ValueError: an unknown choice, or "cuda" without a GPU.
+
+    Example:
+        >>> pick_device("auto", False, "no GPU"), pick_device("auto", True, "")
+        ('cpu', 'cuda')
+    """
+    if choice not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {choice!r}")
+    if choice == "cuda" and not has_gpu:
+        raise ValueError(f"device 'cuda' was asked for, but {no_gpu}")
+    if choice == "auto":
+        return "cuda" if has_gpu else "cpu"
+    return choice
+
+
 PAYLOAD_KEYS = frozenset({"job", "levels", "fidelity", "params"})
 #: How much of a Ray node id (56 hex digits) a worker label shows: enough to tell nodes apart.
 NODE_LABEL_CHARS = 8
