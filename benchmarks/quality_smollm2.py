@@ -10,7 +10,7 @@ with a ``dense`` row (the unmodified model's held-out perplexity; local backend 
     .venv/bin/python benchmarks/quality_smollm2.py [--settings sparsity:0.7,bitwidth:3]
         [--methods evopress,random,random-sh,dass,dp,uniform,owl] [--budget 16384] [--seeds 2]
         [--backend ray|local] [--device auto|cpu|cuda] [--cache-dir DIR] [--out rows.jsonl]
-        [--data-dir DIR] [--write-data DIR] [--from rows.jsonl] [--smoke]
+        [--data-dir DIR] [--write-data DIR] [--from rows.jsonl] [--points 6] [--figure PATH] [--smoke]
 
 `--out` gets one JSON line per finished (setting, method, seed), written and flushed at once,
 so a run stopped at a time limit keeps every row it finished; `--from` prints the tables of such
@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tokens_curve import COLD, WARM, verdicts
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "benchmarks" / ".cache"
@@ -148,18 +149,43 @@ def run_table(args: argparse.Namespace, emit: Any) -> None:
                 if dense is not None:
                     emit(dense)
                 compare(
-                    spec, methods, budget_tokens=args.budget, seeds=args.seeds, workers=workers,
+                    spec, methods, budget_tokens=args.budget, seeds=args.seeds, points=args.points, workers=workers,
                     on_run=functools.partial(emit_run, emit, setting),
                 )  # fmt: skip
 
 
+def runs_by_setting(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    from search.driver.compare import Run
+
+    settings: dict[str, list[Any]] = {}
+    for row in rows:
+        settings.setdefault(row["setting"], []).append(Run(**{k: v for k, v in row.items() if k != "setting"}))
+    return settings
+
+
+def draw(rows: list[dict[str, Any]], figure: Path) -> None:
+    """One curve figure per setting: held-out KL of each method's incumbents against tokens."""
+    from search.results.comparison import curve_figure
+    from search.results.figures import save_png
+
+    for setting, runs in runs_by_setting(rows).items():
+        curves = {m: [r.curve for r in runs if r.method == m] for m in dict.fromkeys(r.method for r in runs)}
+        curves.pop("dense", None)
+        path = figure.with_name(f"{figure.stem}-{setting.replace(':', '-')}{figure.suffix}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        title = f"SmolLM2-135M, {setting}: held-out KL against forwarded tokens"
+        save_png(curve_figure(curves, f"{title} ({max(len(c) for c in curves.values())} seeds)"), path)
+        path.with_suffix(".json").write_text(json.dumps(curves, indent=1))
+        print(f"figure: {path} (curves: {path.with_suffix('.json')})")
+
+
 def tables(rows: list[dict[str, Any]]) -> str:
-    """One markdown table per setting (best held-out KL first) and its `summarize` rows as JSON."""
-    from search.driver.compare import Run, summarize
+    """One markdown table per setting (best held-out KL first) and its `summarize` rows as JSON,
+    followed by the warm-start verdicts where the setting has the rows they need."""
+    from search.driver.compare import summarize
 
     parts = []
-    for setting in dict.fromkeys(row["setting"] for row in rows):
-        runs = [Run(**{k: v for k, v in row.items() if k != "setting"}) for row in rows if row["setting"] == setting]
+    for setting, runs in runs_by_setting(rows).items():
         summary = summarize(runs)
         seeds = max(len({run.seed for run in runs if run.method == m["method"]}) for m in summary)
         lines = [
@@ -180,6 +206,8 @@ def tables(rows: list[dict[str, Any]]) -> str:
                 f"{row['seconds']:.1f}",
             ]
             lines.append("| " + " | ".join(cells) + " |")
+        if {COLD, WARM, "dp"} <= {run.method for run in runs}:
+            lines += ["", *verdicts(runs)]
         parts.append(json.dumps({"setting": setting, "rows": summary}, indent=1) + "\n" + "\n".join(lines))
     return "\n\n".join(parts)
 
@@ -197,6 +225,8 @@ def main() -> None:
     parser.add_argument("--data-dir", help="read the token files --write-data wrote")
     parser.add_argument("--write-data", help="write this machine's token blocks to this folder and stop")
     parser.add_argument("--from", dest="source", type=Path, help="only print the tables of an earlier --out file")
+    parser.add_argument("--points", type=int, default=6, help="incumbents per run measured on the held-out split")
+    parser.add_argument("--figure", type=Path, help="draw each setting's curves to this PNG")
     parser.add_argument("--smoke", action="store_true", help="smallest setting (overrides the sizes), for CI")
     args = parser.parse_args()
     if args.smoke:
@@ -207,7 +237,10 @@ def main() -> None:
         write_data(args)
         return
     if args.source is not None:
-        print(tables([json.loads(line) for line in args.source.read_text().splitlines() if line.strip()]))
+        saved = [json.loads(line) for line in args.source.read_text().splitlines() if line.strip()]
+        print(tables(saved))
+        if args.figure is not None:
+            draw(saved, args.figure)
         return
     rows: list[dict[str, Any]] = []
     out = None if args.out is None else args.out.open("a")
@@ -225,6 +258,8 @@ def main() -> None:
         if out is not None:
             out.close()
     print(tables(rows))
+    if args.figure is not None:
+        draw(rows, args.figure)
 
 
 if __name__ == "__main__":

@@ -180,6 +180,10 @@ class EvaluatorRunner:
         start = time.perf_counter()
         self.evaluator = Evaluator(spec, device=device)
         self.space = self.evaluator.space
+        #: held-out results by (levels, tokens): that split never changes, so a profile measured on
+        #: it once (a search's answer, then the same profile as a curve point, the uniform profile
+        #: of every run of a comparison) is answered from here, forwarding nothing.
+        self._heldout: dict[tuple[tuple[int, ...], int] | None, dict[str, Any]] = {}
         gpu = _gpu_label(self.evaluator.device)
         self.node_id = node_id
         self.worker = f"{socket.gethostname()}:{os.getpid()}" + (f":{gpu}" if gpu is not None else "")
@@ -205,7 +209,8 @@ class EvaluatorRunner:
             "switched": int, "perplexity": float | None, "data": {...},
             "worker": "<host>:<pid>[:<gpu>][@<node>]"}``; fitness, switched and perplexity come
             from the evaluation (None, 0, None for other jobs); ``tokens`` is what it forwarded
-            (a statistics job's passes; 0 for a latency job); ``data`` is a statistics job's
+            (a statistics job's passes; 0 for a latency job, and for a held-out evaluation this
+            runner already made: its result is kept and returned again); ``data`` is a statistics job's
             output ({} for evaluations), ``seconds`` is the wall time of the whole job on this
             worker and ``cpu_seconds`` the CPU time this process spent meanwhile, all its threads
             together (torch's intra-op pool included; an actor runs one task at a time, so it is
@@ -220,8 +225,12 @@ class EvaluatorRunner:
         fidelity = Fidelity.from_dict(dict(payload["fidelity"]))
         start, cpu = time.perf_counter(), time.process_time()
         if job is Job.EVALUATE:
+            key = (tuple(payload["levels"]), fidelity.tokens) if fidelity.split == "heldout" else None
+            if key in self._heldout:  # the same data: nothing to forward
+                seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+                return {**self._heldout[key], "tokens": 0, "seconds": seconds, "cpu_seconds": cpu_seconds}
             result = self.evaluator.evaluate(self.space.from_array(payload["levels"]), fidelity)
-            return {
+            answer = {
                 "fitness": float(result.fitness),
                 "tokens": int(result.tokens),
                 "seconds": time.perf_counter() - start,
@@ -231,6 +240,9 @@ class EvaluatorRunner:
                 "data": {},
                 "worker": self.worker,
             }
+            if key is not None:
+                self._heldout[key] = {**answer, "switched": 0}
+            return answer
         params = dict(payload.get("params") or {})
         forwarded = self.evaluator.statistics_forwarded
         if job is Job.LATENCY:

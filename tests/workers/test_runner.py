@@ -50,6 +50,22 @@ def test_heldout_evaluation_reports_perplexity(evaluator, runner):
     assert result["perplexity"] == pytest.approx(expected.perplexity) and result["perplexity"] > 1
 
 
+def test_a_heldout_evaluation_is_made_once(evaluator, runner, monkeypatch):
+    rng = np.random.default_rng(11)
+    first, other = (evaluator.space.to_array(evaluator.space.sample(rng)) for _ in range(2))
+    heldout = Fidelity(768, (0,), "heldout")
+    before = runner.run(task_payload("evaluate", first, heldout))
+    runner.run(task_payload("evaluate", other, heldout))  # the model holds another profile now
+    calls, real = [], runner.evaluator.evaluate
+    monkeypatch.setattr(runner.evaluator, "evaluate", lambda *args: calls.append(args) or real(*args))
+    again = runner.run(task_payload("evaluate", first, heldout))
+    assert calls == [] and again["tokens"] == 0 and before["tokens"] == 768
+    assert (again["fitness"], again["perplexity"]) == (before["fitness"], before["perplexity"])
+    for fidelity in (Fidelity(1024, (0,), "heldout"), Fidelity(768)):  # other tokens or split: evaluated
+        assert runner.run(task_payload("evaluate", first, fidelity))["tokens"] == fidelity.tokens
+    assert len(calls) == 2
+
+
 def test_statistics_jobs_go_to_run_job(evaluator, runner, monkeypatch):
     result = runner.run(task_payload("owl_scores", None, Fidelity(256), {"M": 5.0}))
     # The statistics pass forwards data.stats_tokens once (the tiny model's layers fit one group),
