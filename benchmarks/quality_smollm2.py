@@ -20,8 +20,9 @@ blocks this machine cuts (``calibration.npy``, ``heldout.npy``: one document eac
 package) forwards byte-identical tokens. Settings run in the order given, methods too.
 
 `--smoke` is the smallest setting, for CI: 70 % sparsity only with Wanda levels (SparseGPT's
-database takes tens of minutes on 2 CPU cores), one seed, fewer levels, a one-generation
-schedule on 128 and 256 tokens, 2,048 tokens per method, smaller data splits.
+database takes minutes on 2 CPU cores), one seed, fewer levels, a one-generation schedule on
+128 and 256 tokens, 2,048 tokens per method, smaller data splits; `--out` and `--figure` go to
+a temporary folder (with `--from`, the saved rows are read as given).
 """
 
 from __future__ import annotations
@@ -231,6 +232,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.budget, args.seeds, args.settings = 2048, 1, "sparsity:0.7"
+        scratch = Path(tempfile.mkdtemp(prefix="smollm2-smoke-"))  # a smoke run leaves the tree as it was
+        args.out, args.figure = (None if path is None else scratch / path.name for path in (args.out, args.figure))
         if args.methods == METHODS:
             args.methods = "uniform,owl,evopress"
     if args.write_data:
