@@ -230,7 +230,7 @@ class EvaluatorRunner:
                 seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
                 return {**self._heldout[key], "tokens": 0, "seconds": seconds, "cpu_seconds": cpu_seconds}
             result = self.evaluator.evaluate(self.space.from_array(payload["levels"]), fidelity)
-            answer = {
+            answer: dict[str, Any] = {
                 "fitness": float(result.fitness),
                 "tokens": int(result.tokens),
                 "seconds": time.perf_counter() - start,

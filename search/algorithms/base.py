@@ -103,6 +103,9 @@ class Algorithm(ABC):
 
     name: ClassVar[str]
     max_retries: ClassVar[int] = 2
+    #: whether the seed changes what the algorithm does; False where every seed gives the same run
+    #: (a comparison then runs it once for all its seeds)
+    seeded: bool = True
 
     def __init__(self, space: Space, seed: int) -> None:
         self.space = space

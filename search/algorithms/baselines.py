@@ -56,7 +56,7 @@ class Uniform(OneShot):
     Args:
         space: a space with a uniform profile.
         config: tokens and retries.
-        seed: unused but kept for a uniform constructor.
+        seed: unused (`seeded` is False) but kept for a uniform constructor.
 
     Raises:
         ValueError: the space has no uniform profile (a fractional bit target, or depth).
@@ -69,6 +69,7 @@ class Uniform(OneShot):
     """
 
     name: ClassVar[str] = "uniform"
+    seeded = False
 
     def __init__(self, space: Space, config: UniformConfig | None = None, seed: int = 0) -> None:
         self.config = config or UniformConfig()
@@ -151,7 +152,7 @@ class OWL(OneShot):
     Args:
         space: a sparsity space.
         config: M, lambda and tokens.
-        seed: unused but kept for a uniform constructor.
+        seed: unused (`seeded` is False) but kept for a uniform constructor.
 
     Raises:
         ValueError: the space is not a sparsity space; (in `tell`) the ratios miss a block.
@@ -164,6 +165,7 @@ class OWL(OneShot):
     """
 
     name: ClassVar[str] = "owl"
+    seeded = False
 
     def __init__(self, space: Space, config: OWLConfig | None = None, seed: int = 0) -> None:
         self.config = config or OWLConfig()
@@ -235,7 +237,7 @@ class AdditiveDP(OneShot):
     Args:
         space: the search space (any scheme).
         config: tokens.
-        seed: unused but kept for a uniform constructor.
+        seed: unused (`seeded` is False) but kept for a uniform constructor.
 
     Raises:
         ValueError: (in `tell`) an error is missing or not finite.
@@ -248,6 +250,7 @@ class AdditiveDP(OneShot):
     """
 
     name: ClassVar[str] = "additive-dp"
+    seeded = False
 
     def __init__(self, space: Space, config: AdditiveDPConfig | None = None, seed: int = 0) -> None:
         self.config = config or AdditiveDPConfig()

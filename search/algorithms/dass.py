@@ -122,6 +122,7 @@ class DASS(OneShot):
     def __init__(self, space: Space, config: DASSConfig | None = None, seed: int = 0) -> None:
         self.config = config or DASSConfig()
         super().__init__(space, seed, max_retries=self.config.max_retries, final_tokens=self.config.final_tokens)
+        self.seeded = self.config.gumbel  # the seed only seeds the Gumbel noise; the data batch is fixed
         self.cost_scale = float(sum(np.mean(np.diff(costs)) if len(costs) > 1 else 0.0 for costs in space.costs)) or 1.0
 
     def init_logits(self) -> list[list[float]]:

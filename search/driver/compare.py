@@ -2,9 +2,11 @@
 
 Every method runs as its own search (its own study, named ``NAME-METHOD-sSEED``) on one shared
 pool of workers, so every method sees the same model, database and minibatches; seeds vary only
-the methods' own randomness. Each run's incumbent is recorded whenever it changes, and up to
-`points` incumbents per run are measured on the held-out split afterwards, which gives the curve
-"held-out fitness against forwarded tokens". The table and the figure are stored in a summary
+the methods' own randomness, so a method that has none (uniform, OWL, the DP, DASS without
+Gumbel noise: `Algorithm.seeded`) runs once and that run stands for every seed (same study).
+Each run's incumbent is recorded whenever it changes, and up to `points` incumbents per run are
+measured on the held-out split afterwards, which gives the curve "held-out fitness against
+forwarded tokens". The table and the figure are stored in a summary
 study (attribute `pressroom.compare`, artifacts) and in one MLflow run.
 
 Example:
@@ -101,13 +103,15 @@ def method_params(method: str, evo: EvoPressConfig, budget: int) -> dict[str, An
 @dataclass
 class Trajectory:
     """A coordinator listener keeping each new incumbent with the tokens asked when it appeared
-    (the search's answer from then on), and the tokens asked by the last result (`end`)."""
+    (the search's answer from then on), the tokens asked by the last result (`end`), and whether
+    the algorithm uses its seed (`seeded`)."""
 
     points: list[tuple[int, tuple[int, ...]]] = field(default_factory=list)
     end: int = 0
+    seeded: bool = True
 
     def _note(self, algorithm: Algorithm) -> None:
-        self.end = algorithm.tokens_asked
+        self.end, self.seeded = algorithm.tokens_asked, algorithm.seeded
         best = algorithm.best
         if best is None:
             return
@@ -218,14 +222,20 @@ def compare(
                 curve = [(tokens, values[levels]) for tokens, levels in sampled]
                 if curve and trajectory.end > curve[-1][0]:  # the last incumbent holds to the end
                     curve.append((trajectory.end, curve[-1][1]))
-                runs.append(
-                    Run(
-                        method, k, study, outcome.heldout["best"]["fitness"], outcome.heldout["best"]["perplexity"],
-                        seconds, outcome.evaluations, trajectory.end, curve,
-                    )
+                run = Run(
+                    method, k, study, outcome.heldout["best"]["fitness"], outcome.heldout["best"]["perplexity"],
+                    seconds, outcome.evaluations, trajectory.end, curve,
                 )  # fmt: skip
-                if on_run is not None:
-                    on_run(runs[-1])
+                # a method that does not use its seed would repeat this run exactly: it stands for the rest
+                repeats = [run] if trajectory.seeded else [dataclasses.replace(run, seed=s) for s in range(k, seeds)]
+                if len(repeats) > 1:
+                    logger.info("%s does not use its seed: one run stands for seeds %d-%d", method, k, seeds - 1)
+                for each in repeats:
+                    runs.append(each)
+                    if on_run is not None:
+                        on_run(each)
+                if not trajectory.seeded:
+                    break
     return runs
 
 

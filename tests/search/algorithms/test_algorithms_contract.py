@@ -1012,3 +1012,20 @@ def test_an_infeasible_or_nearly_infeasible_constraint_is_refused(name: str) -> 
     assert space.log_size() > 40
     with pytest.raises(ConstraintError, match=r"nearly infeasible: 2000 uniform profiles in a row exceeded"):
         make_constrained(name, space, replace(constraint, limit=lowest))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_an_algorithm_that_says_it_ignores_its_seed_asks_the_same_for_every_seed(name: str) -> None:
+    space = sparsity_space(8, 5)
+    runs = [make(name, space, seed) for seed in (0, 1)]
+    if runs[0].seeded:
+        return  # `compare` runs it once per seed
+    # DASS hands its seed to the worker, which seeds only Gumbel noise with it (off here)
+    unseeded = [[(c.job, c.profile, c.fidelity, {**(c.params or {}), "seed": None}) for c in a.ask(64)] for a in runs]
+    assert unseeded[0] == unseeded[1] and unseeded[0]
+
+
+def test_dass_uses_its_seed_only_with_gumbel_noise() -> None:
+    space = sparsity_space(4)
+    assert not DASS(space, DASSConfig()).seeded and DASS(space, DASSConfig(gumbel=True)).seeded
+    assert {name for name in ALGORITHMS if not make(name, space).seeded} == {"uniform", "owl", "additive-dp", "dass"}

@@ -16,8 +16,10 @@ import json, sys
 from search.driver.compare import compare, summarize
 from search.spec.config import load_spec_text
 spec = load_spec_text(open(sys.argv[1]).read())
-runs = compare(spec, ["evopress", "uniform", "dp"], budget_tokens=8192, seeds=1)
-print(json.dumps({"rows": summarize(runs), "ray": "ray" in sys.modules, "mlflow": "mlflow" in sys.modules}))
+runs = compare(spec, ["evopress", "uniform", "dp"], budget_tokens=8192, seeds=2)
+studies = [[run.method, run.seed, run.study] for run in runs]
+loaded = {"ray": "ray" in sys.modules, "mlflow": "mlflow" in sys.modules}
+print(json.dumps({"rows": summarize(runs), "studies": studies, **loaded}))
 """
 
 
@@ -35,7 +37,12 @@ def test_compare_runs_in_process_without_ray_or_mlflow(tmp_path):
     rows = {row["method"]: row for row in result["rows"]}
     assert list(rows) == ["evopress", "uniform", "dp"]
     for row in rows.values():  # the same kind of row as the Ray path gives
-        assert row["seeds"] == 1 and row["heldout_mean"] > 0 and row["perplexity_mean"] > 1
+        assert row["seeds"] == 2 and row["heldout_mean"] > 0 and row["perplexity_mean"] > 1
+    # uniform and the DP do not use their seed: one run (one study) stands for both seeds
+    studies = {(method, seed): study for method, seed, study in result["studies"]}
+    assert studies[("evopress", 0)] != studies[("evopress", 1)]
+    assert studies[("uniform", 1)] == studies[("uniform", 0)] and studies[("dp", 1)] == studies[("dp", 0)]
+    assert rows["uniform"]["heldout_std"] == 0 and rows["dp"]["heldout_std"] == 0
     assert 0 < rows["evopress"]["tokens"] <= 8192 + 512
     # The DP's statistics pass is charged what the worker forwarded: data.stats_tokens, once.
     assert rows["dp"]["tokens"] == rows["uniform"]["tokens"] + spec["data"]["stats_tokens"]
