@@ -64,14 +64,16 @@ def parse_settings(text: str) -> list[tuple[str, float]]:
 
 
 def compression(scheme: str, target: float, smoke: bool) -> dict[str, object]:
-    """SparseGPT levels in EvoPress's equal steps; GPTQ levels 2-6 bits in groups of 64; block drop."""
+    """SparseGPT levels in EvoPress's equal steps; GPTQ levels 2-6 bits in groups of 64; attention
+    and MLP sub-blocks dropped each on its own (EvoPress's depth setting)."""
     levels: dict[str, object] = {}
     if scheme == "sparsity":
         levels = {"max_levels": 2 if smoke else 4}
     elif scheme == "bitwidth":
         levels = {"choices": [2, 3, 4] if smoke else [2, 3, 4, 5, 6], "group_size": 64}
     compressor = "wanda" if smoke and scheme == "sparsity" else COMPRESSOR[scheme]  # no Hessians in CI
-    return {"scheme": scheme, "target": target, "compressor": compressor, "levels": levels}
+    unit = {"drop_unit": "sub-block"} if scheme == "drop" else {}
+    return {"scheme": scheme, "target": target, "compressor": compressor, "levels": levels, **unit}
 
 
 def data_section(args: argparse.Namespace) -> dict[str, object]:

@@ -138,7 +138,7 @@ class CompressionSpec(_Strict):
     tie_fused: bool | None = None
     compressor: str | None = Field(None, validate_default=True)
     levels: LevelsSpec = LevelsSpec()
-    drop_unit: Literal["block", "attn", "mlp"] = "block"
+    drop_unit: Literal["block", "sub-block", "attn", "mlp"] = "block"
     include: tuple[str, ...] = Field(("*",), min_length=1, strict=False)
     exclude: tuple[str, ...] = Field((), strict=False)
 

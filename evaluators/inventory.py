@@ -63,7 +63,7 @@ def take_inventory(model: nn.Module, spec: CompressionSpec) -> Inventory:
         last: dict[tuple[int, str], tuple[str, nn.Module, int]] = {}
         for entry in found:
             last[(entry[2], _kind(entry[0]))] = entry
-        wanted = {"attn", "mlp"} if spec.drop_unit == "block" else {spec.drop_unit}
+        wanted = {"attn", "mlp"} if spec.drop_unit in ("block", "sub-block") else {spec.drop_unit}
         found = [entry for (_, kind), entry in last.items() if kind in wanted]
     if not found:
         raise ValueError(
@@ -80,8 +80,9 @@ def take_inventory(model: nn.Module, spec: CompressionSpec) -> Inventory:
 def build_space(inventory: Inventory, spec: CompressionSpec, model_fingerprint: str) -> Space:
     """The search space of an inventory under the spec's scheme.
 
-    For drop, the unit follows `drop_unit`: a whole block (its attention and MLP together), or
-    each attention (or MLP) sub-block on its own. With `tie_fused` (by default for bitwidth),
+    For drop, the unit follows `drop_unit`: a whole block (its attention and MLP together), every
+    attention and every MLP sub-block on its own (``sub-block``, EvoPress's depth setting), or
+    only the attention (or only the MLP) sub-blocks. With `tie_fused` (by default for bitwidth),
     the projections serving engines fuse share a unit.
 
     Raises:

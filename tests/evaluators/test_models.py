@@ -235,7 +235,7 @@ def test_patterns_that_match_nothing_are_a_clear_error(models):
 )
 def test_drop_units_are_the_output_projections(models, model, attn, mlp):
     module = models(model).model
-    for unit, want in [("block", (attn, mlp)), ("attn", (attn,)), ("mlp", (mlp,))]:
+    for unit, want in [("block", (attn, mlp)), ("sub-block", (attn, mlp)), ("attn", (attn,)), ("mlp", (mlp,))]:
         spec = _compression(scheme="drop", target=0.25, drop_unit=unit)
         inventory = take_inventory(module, spec)
         assert _names(inventory) == [pattern.format(b) for b in range(4) for pattern in want]
