@@ -27,7 +27,7 @@ from typing import Any
 
 from rich.console import Console
 
-from spaces import Fidelity
+from spaces import Fidelity, Space
 from workers.runner import task_payload
 
 from ..algorithms import MAX_COUNT, EvoPressConfig
@@ -75,6 +75,15 @@ def schedule(spec: Spec) -> EvoPressConfig:
         config: EvoPressConfig = spec.algorithm.config()
         return config
     return EvoPressConfig.preset("cpu-small")
+
+
+def inapplicable(method: str, space: Space) -> str | None:
+    """Why `method` cannot search `space` (None: it can); `compare` skips it with this reason."""
+    if method == "uniform" and space.uniform() is None:
+        return "this space has no uniform profile"
+    if method in ("owl", "evopress-owl") and space.scheme.name != "sparsity":
+        return f"OWL sets per-block sparsities and this space's scheme is {space.scheme.name!r}"
+    return None
 
 
 def method_params(method: str, evo: EvoPressConfig, budget: int) -> dict[str, Any]:
@@ -201,8 +210,9 @@ def compare(
     with contextlib.nullcontext(workers) if workers is not None else Workers(spec) as pool:
         for method in methods:
             for k in range(seeds):
-                if method == "uniform" and pool.space.uniform() is None:
-                    logger.warning("skipping uniform: this space has no uniform profile")
+                reason = inapplicable(method, pool.space)
+                if reason is not None:
+                    logger.warning("skipping %s: %s", method, reason)
                     break
                 study = f"{spec.study_name}-{method}-s{k}"
                 algorithm = spec.algorithm.model_copy(

@@ -54,3 +54,16 @@ def test_a_bad_backend_is_one_error_at_validate(write_spec, run_cli):
     assert done.returncode != 0
     lines = [line for line in (done.stdout + done.stderr).splitlines() if "backend" in line]
     assert len(lines) == 1 and "slurm" in lines[0] and "'ray'" in lines[0] and "'local'" in lines[0], lines
+
+
+def test_compare_names_the_methods_a_space_cannot_take():
+    from search.driver.compare import inapplicable
+    from spaces import BitwidthScheme, LayerInfo, Space, SparsityScheme
+
+    layers = [LayerInfo(f"l{i}", (64, 64), 4096, block=i) for i in range(4)]
+    sparse, bits = Space(layers, SparsityScheme(0.5)), Space(layers, BitwidthScheme(3.5, choices=(2, 3, 4, 5)))
+    assert all(inapplicable(method, sparse) is None for method in ("owl", "evopress-owl", "uniform", "dp"))
+    for method in ("owl", "evopress-owl"):
+        assert "'bitwidth'" in (inapplicable(method, bits) or "")
+    assert inapplicable("uniform", bits) == "this space has no uniform profile"  # 3.5 bits is no level
+    assert inapplicable("dp", bits) is None and inapplicable("evopress", bits) is None
