@@ -167,13 +167,16 @@ def runs_by_setting(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
 
 
 def draw(rows: list[dict[str, Any]], figure: Path) -> None:
-    """One curve figure per setting: held-out KL of each method's incumbents against tokens."""
+    """One curve figure per setting whose runs measured more than their answer (`--points` > 1):
+    held-out KL of each method's incumbents against tokens."""
     from search.results.comparison import curve_figure
     from search.results.figures import save_png
 
     for setting, runs in runs_by_setting(rows).items():
         curves = {m: [r.curve for r in runs if r.method == m] for m in dict.fromkeys(r.method for r in runs)}
         curves.pop("dense", None)
+        if all(len({value for _, value in curve}) < 2 for runs_of in curves.values() for curve in runs_of):
+            continue  # each run measured only its answer
         path = figure.with_name(f"{figure.stem}-{setting.replace(':', '-')}{figure.suffix}")
         path.parent.mkdir(parents=True, exist_ok=True)
         title = f"SmolLM2-135M, {setting}: held-out KL against forwarded tokens"
