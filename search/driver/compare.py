@@ -6,8 +6,8 @@ the methods' own randomness, so a method that has none (uniform, OWL, the DP, DA
 Gumbel noise: `Algorithm.seeded`) runs once and that run stands for every seed (same study).
 Each run's incumbent is recorded whenever it changes, and up to `points` incumbents per run are
 measured on the held-out split afterwards, which gives the curve "held-out fitness against
-forwarded tokens". The table and the figure are stored in a summary
-study (attribute `pressroom.compare`, artifacts) and in one MLflow run.
+forwarded tokens". The table and the figure are stored in a summary study (attribute
+`pressroom.compare`, artifacts) and in one MLflow run.
 
 Example:
     >>> rows = compare(spec, ["evopress", "random", "uniform"], budget_tokens=500_000, seeds=3)  # doctest: +SKIP
@@ -237,14 +237,13 @@ def compare(
                     seconds, outcome.evaluations, trajectory.end, curve,
                 )  # fmt: skip
                 # a method that does not use its seed would repeat this run exactly: it stands for the rest
-                repeats = [run] if trajectory.seeded else [dataclasses.replace(run, seed=s) for s in range(k, seeds)]
-                if len(repeats) > 1:
-                    logger.info("%s does not use its seed: one run stands for seeds %d-%d", method, k, seeds - 1)
-                for each in repeats:
+                done = [run] if trajectory.seeded else [dataclasses.replace(run, seed=s) for s in range(k, seeds)]
+                for each in done:
                     runs.append(each)
                     if on_run is not None:
                         on_run(each)
                 if not trajectory.seeded:
+                    logger.info("%s does not use its seed: one run stands for seeds %d-%d", method, k, seeds - 1)
                     break
     return runs
 
