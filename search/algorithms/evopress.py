@@ -198,6 +198,13 @@ class EvoPress(StagedSearch):
                     "profiles that meet it", self.name, constraint.name, self.config.init_samples,
                 )  # fmt: skip
                 self._incumbent = None
+            c, budget = self.config, self.config.budget_tokens
+            if self._incumbent is None and budget is not None and c.init_samples * c.init_tokens > budget:
+                raise ValueError(
+                    f"EvoPress starts here from the best of init_samples={c.init_samples} random profiles on "
+                    f"init_tokens={c.init_tokens} tokens each, {c.init_samples * c.init_tokens:,} tokens, more than "
+                    f"budget_tokens={budget:,}; lower init_samples or init_tokens"
+                )
             return
         if start == "uniform":
             if uniform is None:

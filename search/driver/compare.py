@@ -93,13 +93,16 @@ def method_params(method: str, evo: EvoPressConfig, budget: int) -> dict[str, An
     methods stop at `budget` forwarded tokens; DASS takes as many gradient steps (on the first
     stage's tokens) as the budget pays for, at most its default. ``evopress-dp`` and
     ``evopress-owl`` are EvoPress warm-started from those baselines' profiles; their statistics
-    pass counts against the budget.
+    pass counts against the budget. Where a space has no uniform profile (depth, fractional bits)
+    EvoPress starts from the best of a few random profiles, each on the last stage's tokens, with
+    at most a quarter of the budget.
     """
     last, first = evo.stages[-1][1], evo.stages[0][1]
     if method.startswith("evopress"):
         start = {"evopress": evo.start, "evopress-dp": "dp", "evopress-owl": "owl"}[method]
         budgeted = {"generations": UNLIMITED_GENERATIONS, "budget_tokens": budget, "start": start}
-        return {**dataclasses.asdict(evo), **budgeted}
+        init = {"init_samples": max(1, min(evo.init_samples, budget // (4 * last))), "init_tokens": last}
+        return {**dataclasses.asdict(evo), **budgeted, **init}
     if method in ("random", "tpe", "cmaes"):
         return {"tokens": last, "budget_tokens": budget}
     if method == "random-sh":

@@ -1029,3 +1029,15 @@ def test_dass_uses_its_seed_only_with_gumbel_noise() -> None:
     space = sparsity_space(4)
     assert not DASS(space, DASSConfig()).seeded and DASS(space, DASSConfig(gumbel=True)).seeded
     assert {name for name in ALGORITHMS if not make(name, space).seeded} == {"uniform", "owl", "additive-dp", "dass"}
+
+
+def test_evopress_refuses_a_random_start_its_token_budget_cannot_pay() -> None:
+    from spaces import DropScheme, LayerInfo
+
+    layers = [LayerInfo(f"l{i}", (64, 64), 4096, block=i // 2, kind=("attn", "mlp")[i % 2]) for i in range(8)]
+    space = Space(layers, DropScheme(0.25), granularity="layer")  # no uniform profile: a random start
+    config = EvoPressConfig(stages=((2, 256), (1, 1024)), init_samples=32, init_tokens=2048, budget_tokens=16384)
+    with pytest.raises(ValueError, match=r"init_samples=32 .* 65,536 tokens, more than budget_tokens=16,384"):
+        EvoPress(space, config)
+    [first, *_] = EvoPress(space, replace(config, init_samples=4)).ask(8)  # 8,192 tokens fit
+    assert first.fidelity.tokens == 2048
