@@ -19,7 +19,7 @@ from ._stages import SCHEDULES, Schedule, matched_budget
 from ._start import STARTS
 from ._validate import MAX_COUNT, MAX_TOKENS, int_at_least, wrong_kind
 from .base import Algorithm, Candidate, Result, candidate_from_dict, candidate_to_dict
-from .baselines import OWL, AdditiveDP, AdditiveDPConfig, OWLConfig, Uniform, UniformConfig, owl_sparsities
+from .baselines import OWL, AdditiveDP, AdditiveDPConfig, OWLConfig, Uniform, UniformConfig, owl_problem, owl_sparsities
 from .constraint import Constraint, ConstraintError
 from .dass import DASS, DASSConfig
 from .evopress import EvoPress, EvoPressConfig
@@ -73,6 +73,7 @@ __all__ = [
     "int_at_least",
     "json_float",
     "matched_budget",
+    "owl_problem",
     "owl_sparsities",
     "read_float",
     "wrong_kind",

@@ -169,8 +169,9 @@ class OWL(OneShot):
 
     def __init__(self, space: Space, config: OWLConfig | None = None, seed: int = 0) -> None:
         self.config = config or OWLConfig()
-        if space.scheme.name != "sparsity":
-            raise ValueError(f"OWL sets per-block sparsities; this space's scheme is {space.scheme.name!r}")
+        problem = owl_problem(space)
+        if problem is not None:
+            raise ValueError(problem)
         super().__init__(space, seed, max_retries=self.config.max_retries, final_tokens=self.config.final_tokens)
 
     def _statistics(self) -> Candidate | None:
@@ -179,6 +180,13 @@ class OWL(OneShot):
 
     def _choose(self, data: Mapping[str, Any] | None) -> tuple[Profile, dict[str, Any]]:
         return owl_profile(self.space, data, self.config.lam)
+
+
+def owl_problem(space: Space) -> str | None:
+    """Why OWL cannot set `space`'s levels (None: it can): it sets per-block sparsities."""
+    if space.scheme.name != "sparsity":
+        return f"OWL sets per-block sparsities; this space's scheme is {space.scheme.name!r}"
+    return None
 
 
 def owl_profile(space: Space, data: Mapping[str, Any] | None, lam: float) -> tuple[Profile, dict[str, Any]]:

@@ -35,7 +35,7 @@ from ._validate import (
     optional_int_at_least,
 )
 from .base import Candidate, Result
-from .baselines import STATISTICS_TOKENS, OWLConfig, additive_dp_profile, owl_profile
+from .baselines import STATISTICS_TOKENS, OWLConfig, additive_dp_profile, owl_problem, owl_profile
 from .constraint import allowed, sample_within
 
 logger = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ class EvoPress(StagedSearch):
         self._start_job: str | None = None
         start: str | Mapping[str, int] = self.config.start
         if start in ("owl", "dp"):
-            if start == "owl" and space.scheme.name != "sparsity":
+            if start == "owl" and owl_problem(space) is not None:
                 raise ValueError(f"EvoPress start 'owl' sets per-block sparsities; this space is {space.scheme.name!r}")
             self._start_job = "ask"
             return

@@ -30,7 +30,7 @@ from rich.console import Console
 from spaces import Fidelity, Space
 from workers.runner import task_payload
 
-from ..algorithms import MAX_COUNT, EvoPressConfig
+from ..algorithms import MAX_COUNT, EvoPressConfig, owl_problem
 from ..algorithms.base import Algorithm, Candidate, Result
 from ..spec.config import Spec
 from .run import SearchError, Workers, run_search
@@ -81,8 +81,8 @@ def inapplicable(method: str, space: Space) -> str | None:
     """Why `method` cannot search `space` (None: it can); `compare` skips it with this reason."""
     if method == "uniform" and space.uniform() is None:
         return "this space has no uniform profile"
-    if method in ("owl", "evopress-owl") and space.scheme.name != "sparsity":
-        return f"OWL sets per-block sparsities and this space's scheme is {space.scheme.name!r}"
+    if method in ("owl", "evopress-owl"):
+        return owl_problem(space)
     return None
 
 
